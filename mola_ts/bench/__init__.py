@@ -1,0 +1,13 @@
+"""Benchmark and demo runners behind ``mola-ts bench ...`` and ``mola-ts demo ...``.
+
+Each runner module defines ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code);
+the CLI lists them here and imports a module only when its command is used.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BENCHMARKS", "DEMOS"]
+
+# command name -> (module, one-line help)
+BENCHMARKS: dict[str, tuple[str, str]] = {}
+DEMOS: dict[str, tuple[str, str]] = {}

@@ -1,0 +1,123 @@
+"""The ``mola-ts`` command line: datasets, demos and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from .data import DATASETS, get_data_home, verify_dataset
+
+    home = get_data_home(args.data_home)
+    print(f"data home: {home}")
+    header = f"{'name':<12} {'freq':<6} {'lookback':>8}  {'horizons':<20} {'local':<8} licence"
+    print(header)
+    print("-" * len(header))
+    for name, info in DATASETS.items():
+        if info.files:
+            statuses = {row[1] for row in verify_dataset(info, home)}
+            local = "missing" if "missing" in statuses else (
+                "BAD" if "mismatch" in statuses else "yes")
+        else:
+            local = "bundled"
+        horizons = ",".join(map(str, info.horizons)) or "-"
+        print(f"{name:<12} {info.frequency:<6} {info.lookback:>8}  {horizons:<20} {local:<8} "
+              f"{info.licence}")
+    return 0
+
+
+def _datasets_fetch(args: argparse.Namespace) -> int:
+    from .data import fetch_file, get_dataset_info, load_tep
+
+    info = get_dataset_info(args.name)
+    if info.split == "tep":
+        load_tep(0, "train")  # raises a clear error when bibmon is absent
+        print("TEP: the 44 Braatz files are read from the installed bibmon package")
+        return 0
+    for remote in info.files:
+        path = fetch_file(remote, data_home=args.data_home, download_if_missing=True)
+        print(f"{info.name}: {path} (sha256 verified)")
+    return 0
+
+
+def _datasets_verify(args: argparse.Namespace) -> int:
+    from .data import DATASETS, get_dataset_info, verify_dataset
+
+    names = args.names or list(DATASETS)
+    failed = False
+    for name in names:
+        info = get_dataset_info(name)
+        for path, status, expected, actual in verify_dataset(info, args.data_home):
+            if status == "missing":
+                continue
+            line = f"{status:<12} {info.name:<12} {path}"
+            if status == "mismatch":
+                failed = True
+                line += f"\n             expected {expected}\n             actual   {actual}"
+            print(line)
+    return 1 if failed else 0
+
+
+def _runner(module_name: str):
+    return importlib.import_module(module_name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests)."""
+    from . import __version__
+    from .bench import BENCHMARKS, DEMOS
+
+    parser = argparse.ArgumentParser(
+        prog="mola-ts", description="MoLA forecasting and MOLA process monitoring toolkit."
+    )
+    parser.add_argument("--version", action="version", version=f"mola-ts {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="list, fetch and verify the benchmark datasets")
+    ds_sub = ds.add_subparsers(dest="action", required=True)
+    p = ds_sub.add_parser("list", help="the registered datasets and whether they are local")
+    p.add_argument("--data-home", default=None, help="data folder (default: $MOLA_TS_DATA)")
+    p.set_defaults(func=_datasets_list)
+    p = ds_sub.add_parser("fetch", help="download one dataset and verify its sha256")
+    p.add_argument("name")
+    p.add_argument("--data-home", default=None)
+    p.set_defaults(func=_datasets_fetch)
+    p = ds_sub.add_parser(
+        "verify", help="check the hash of every present file (exit 1 on any mismatch)"
+    )
+    p.add_argument("names", nargs="*", help="datasets to check (default: all)")
+    p.add_argument("--data-home", default=None)
+    p.set_defaults(func=_datasets_verify)
+
+    for group, table, help_text in (("demo", DEMOS, "run a demonstration"),
+                                    ("bench", BENCHMARKS, "run a benchmark")):
+        if not table:
+            continue
+        grp = sub.add_parser(group, help=help_text)
+        grp_sub = grp.add_subparsers(dest="target", required=True)
+        for name, (module_name, help_line) in table.items():
+            p = grp_sub.add_parser(name, help=help_line)
+            module = _runner(module_name)
+            module.add_arguments(p)
+            p.set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mola-ts`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"mola-ts: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Dataset loaders in scikit-learn's ``fetch_*`` style.
+
+Every loader takes ``data_home=`` (see :func:`mola_ts.data.fetch.get_data_home`),
+``download_if_missing=`` and ``as_frame=``. With ``as_frame=True`` (the default) it returns a
+``pandas.DataFrame`` with a ``DatetimeIndex`` and one float column per variable; with
+``as_frame=False`` a :class:`sklearn.utils.Bunch` with ``data`` (float64 ndarray), ``index``,
+``feature_names`` and ``DESCR``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import Bunch
+
+from .fetch import fetch_file
+from .registry import DatasetInfo, get_dataset_info
+
+__all__ = [
+    "load_dataset",
+    "fetch_ett",
+    "fetch_weather",
+    "fetch_electricity",
+    "fetch_traffic",
+    "fetch_exchange",
+    "fetch_ili",
+]
+
+
+def _describe(info: DatasetInfo) -> str:
+    return (
+        f"{info.name}: {info.description}\nSource: {info.source}\nLicence: {info.licence}\n"
+        f"Citation: {info.citation}\nFrequency: {info.frequency}; default lookback "
+        f"{info.lookback}, horizons {list(info.horizons)}."
+    )
+
+
+def _read_csv(path: os.PathLike, info: DatasetInfo) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    if info.date_column not in frame.columns:
+        raise ValueError(
+            f"{path}: expected a {info.date_column!r} column, found {list(frame.columns)[:5]}"
+        )
+    index = pd.DatetimeIndex(pd.to_datetime(frame.pop(info.date_column)), name="date")
+    frame.index = index
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise ValueError(f"{path}: non-numeric columns {non_numeric}")
+    frame = frame.astype("float64")
+    if info.n_rows is not None and len(frame) != info.n_rows:
+        raise ValueError(f"{path}: expected {info.n_rows} rows, found {len(frame)}")
+    return frame
+
+
+def load_dataset(name: str, *, data_home: str | os.PathLike | None = None,
+                 download_if_missing: bool = True, as_frame: bool = True
+                 ) -> pd.DataFrame | Bunch:
+    """Load any registered forecasting dataset by name (``"ETTh1"``, ``"ILI"``, ...).
+
+    Examples
+    --------
+    >>> from mola_ts.data import load_dataset
+    >>> df = load_dataset("ETTh1")  # doctest: +SKIP
+    >>> df.shape  # doctest: +SKIP
+    (17420, 7)
+    """
+    info = get_dataset_info(name)
+    if info.split == "tep":
+        raise ValueError("TEP is not a single table: use mola_ts.data.load_tep(fault, split)")
+    path = fetch_file(info.files[0], data_home=data_home, download_if_missing=download_if_missing)
+    frame = _read_csv(path, info)
+    if as_frame:
+        frame.attrs["dataset"] = info.name
+        return frame
+    return Bunch(
+        data=frame.to_numpy(dtype=np.float64),
+        index=frame.index,
+        feature_names=list(frame.columns),
+        DESCR=_describe(info),
+    )
+
+
+def fetch_ett(name: str = "ETTh1", **kwargs) -> pd.DataFrame | Bunch:
+    """One of the ETT files: ``"ETTh1"``, ``"ETTh2"``, ``"ETTm1"`` or ``"ETTm2"``."""
+    if name not in ("ETTh1", "ETTh2", "ETTm1", "ETTm2"):
+        raise ValueError(f"name must be one of ETTh1, ETTh2, ETTm1, ETTm2; got {name!r}")
+    return load_dataset(name, **kwargs)
+
+
+def fetch_weather(**kwargs) -> pd.DataFrame | Bunch:
+    """The Weather dataset (21 indicators, 10-minute)."""
+    return load_dataset("Weather", **kwargs)
+
+
+def fetch_electricity(**kwargs) -> pd.DataFrame | Bunch:
+    """The Electricity dataset (321 clients, hourly)."""
+    return load_dataset("Electricity", **kwargs)
+
+
+def fetch_traffic(**kwargs) -> pd.DataFrame | Bunch:
+    """The Traffic dataset (862 sensors, hourly)."""
+    return load_dataset("Traffic", **kwargs)
+
+
+def fetch_exchange(**kwargs) -> pd.DataFrame | Bunch:
+    """The Exchange-rate dataset (8 currencies, daily)."""
+    return load_dataset("Exchange", **kwargs)
+
+
+def fetch_ili(**kwargs) -> pd.DataFrame | Bunch:
+    """The influenza-like illness dataset (7 series, weekly)."""
+    return load_dataset("ILI", **kwargs)

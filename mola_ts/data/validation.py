@@ -1,0 +1,130 @@
+"""Input validation shared by every estimator: one place that turns user data into arrays.
+
+Every check raises ``TypeError`` / ``ValueError`` naming the argument, what was expected and what
+was received. The user's object is never modified: the returned array is always a new copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ValidatedSeries", "check_series", "check_columns_match", "future_index"]
+
+
+@dataclass
+class ValidatedSeries:
+    """A validated wide series: float64 values (a copy), its index and column names."""
+
+    values: np.ndarray
+    index: pd.Index | None
+    columns: list[str]
+
+
+def _as_frame_like(y, name: str) -> tuple[np.ndarray, pd.Index | None, list[str]]:
+    if isinstance(y, pd.Series):
+        y = y.to_frame(name=y.name if y.name is not None else "y")
+    if isinstance(y, pd.DataFrame):
+        bad = [c for c in y.columns if not (pd.api.types.is_numeric_dtype(y[c])
+                                             and not pd.api.types.is_bool_dtype(y[c]))]
+        if bad:
+            dtypes = {str(c): str(y[c].dtype) for c in bad[:5]}
+            raise TypeError(f"{name}: every column must be numeric; non-numeric columns {dtypes}")
+        values = y.to_numpy(dtype=np.float64, copy=True)
+        return values, y.index, [str(c) for c in y.columns]
+    if isinstance(y, (list, tuple)):
+        y = np.asarray(y)
+    if not isinstance(y, np.ndarray):
+        raise TypeError(
+            f"{name} must be a pandas DataFrame/Series or a numpy array, got {type(y).__name__}"
+        )
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number)) or y.dtype == bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
+    if np.iscomplexobj(y):
+        raise TypeError(f"{name} must hold real numbers, got complex dtype {y.dtype}")
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (time, variables), got shape {y.shape}")
+    values = np.array(y, dtype=np.float64, copy=True)
+    return values, None, [f"x{i}" for i in range(values.shape[1])]
+
+
+def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = False,
+                 what_for: str = "") -> ValidatedSeries:
+    """Validate a wide time series (rows = time, columns = variables).
+
+    Checks: type and dtype (real numbers), 2-D shape (1-D is one variable), at least one column,
+    at least ``min_rows`` rows, no NaN/inf (unless ``allow_nan``; inf is never allowed), and a
+    DatetimeIndex, when given, that is strictly increasing without duplicates.
+    """
+    values, index, columns = _as_frame_like(y, name)
+    if values.shape[1] == 0:
+        raise ValueError(f"{name} has no columns")
+    if len(values) < min_rows:
+        suffix = f" ({what_for})" if what_for else ""
+        raise ValueError(f"{name} has {len(values)} rows; at least {min_rows} are needed{suffix}")
+    n_nan = int(np.isnan(values).sum())
+    n_inf = int(np.isinf(values).sum())
+    if n_inf:
+        raise ValueError(f"{name} holds {n_inf} infinite values")
+    if n_nan and not allow_nan:
+        cols = [columns[j] for j in np.flatnonzero(np.isnan(values).any(axis=0))][:5]
+        raise ValueError(f"{name} holds {n_nan} NaN values (columns {cols}); fill or drop them")
+    if isinstance(index, pd.DatetimeIndex):
+        if index.has_duplicates:
+            dup = index[index.duplicated()][:3].tolist()
+            raise ValueError(f"{name} has duplicated timestamps, e.g. {dup}")
+        if not index.is_monotonic_increasing:
+            raise ValueError(f"{name}'s DatetimeIndex is not sorted in increasing time order")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{name} has duplicated column names")
+    return ValidatedSeries(values, index, columns)
+
+
+def check_columns_match(series: ValidatedSeries, fitted_columns: list[str], *, name: str = "y",
+                        by_name: bool = True) -> ValidatedSeries:
+    """Make ``series`` use the fitted column layout.
+
+    Same names in another order are reordered (documented handling); different names, or a
+    different number of columns, raise. Arrays (no names) are matched by count only.
+    """
+    n_fit = len(fitted_columns)
+    if series.values.shape[1] != n_fit:
+        raise ValueError(
+            f"{name} has {series.values.shape[1]} columns but the estimator was fitted on {n_fit}"
+        )
+    if series.index is None or not by_name or series.columns == fitted_columns:
+        return series
+    if set(series.columns) != set(fitted_columns):
+        missing = sorted(set(fitted_columns) - set(series.columns))[:5]
+        unknown = sorted(set(series.columns) - set(fitted_columns))[:5]
+        raise ValueError(
+            f"{name}'s columns differ from those seen in fit: missing {missing}, unknown {unknown}"
+        )
+    order = [series.columns.index(c) for c in fitted_columns]
+    return ValidatedSeries(series.values[:, order], series.index, list(fitted_columns))
+
+
+def future_index(index: pd.Index | None, n_rows: int, horizon: int,
+                 freq: str | pd.DateOffset | None = None) -> pd.Index:
+    """The ``horizon`` timestamps after the end of ``index``.
+
+    A DatetimeIndex continues with its frequency (inferred when not set; ``freq`` overrides);
+    anything else continues as integer positions ``n_rows .. n_rows + horizon - 1``.
+    """
+    if isinstance(index, pd.DatetimeIndex):
+        step = freq or index.freq or (pd.infer_freq(index) if len(index) >= 3 else None)
+        if step is None:
+            raise ValueError(
+                "cannot infer the frequency of the DatetimeIndex to build future timestamps; "
+                "give the series a regular index (df.asfreq(...))"
+            )
+        offset = pd.tseries.frequencies.to_offset(step)
+        return pd.date_range(index[-1] + offset, periods=horizon, freq=offset, name=index.name)
+    if isinstance(index, pd.RangeIndex) or index is None or pd.api.types.is_integer_dtype(index):
+        start = int(index[-1]) + 1 if index is not None and len(index) else n_rows
+        return pd.RangeIndex(start, start + horizon)
+    raise TypeError(f"cannot extend an index of type {type(index).__name__} into the future")

@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch import nn
+
+from mola_ts.training import EarlyStopping, NonFiniteLossError, seed_everything, train
+
+
+def _regression(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(n, 1, generator=g)
+    return x, y
+
+
+def _mse(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+
+def test_training_reduces_loss_and_is_deterministic():
+    data = _regression()
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        res = train(model, data, loss_fn=_mse, val_data=_regression(32, 1), epochs=20, lr=0.05,
+                    batch_size=16, random_state=3)
+        results.append((res, model.weight.detach().clone()))
+    (first, w1), (_, w2) = results
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"] / 5
+    torch.testing.assert_close(w1, w2, rtol=0, atol=0)
+
+
+def test_early_stopping_restores_the_best_weights():
+    model = nn.Linear(3, 1)
+    seen = {}
+
+    def record(epoch, metrics, m):
+        seen[epoch + 1] = {k: v.clone() for k, v in m.state_dict().items()}
+
+    # A validation set that the model can only get worse on after the first few epochs:
+    # targets of opposite sign to the training targets.
+    x, y = _regression()
+    res = train(model, (x, y), loss_fn=_mse, val_data=(x, -y), epochs=30, lr=0.05, patience=2,
+                batch_size=16, callbacks=[record])
+    assert res.stopped_early
+    assert res.best_epoch is not None and res.best_epoch < res.epochs_run
+    val_losses = [h["val_loss"] for h in res.history]
+    assert res.best_epoch == 1 + min(range(len(val_losses)), key=val_losses.__getitem__)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, seen[res.best_epoch][key])
+    assert res.epochs_run == res.best_epoch + 2
+
+
+def test_nan_loss_raises_a_clear_error():
+    x, y = _regression()
+    y[5] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="epoch 1, batch 1"):
+        train(nn.Linear(3, 1), (x, y), loss_fn=_mse, epochs=2, batch_size=64, shuffle=False)
+
+
+def test_early_stopping_counts_patience():
+    stopper = EarlyStopping(patience=2)
+    model = nn.Linear(1, 1)
+    assert not stopper.update(0, {"loss": 1.0}, model)
+    assert not stopper.update(1, {"loss": 1.5}, model)
+    assert stopper.update(2, {"loss": 1.2}, model)
+    assert stopper.best_epoch == 0
+
+
+def test_scheduler_halves_the_learning_rate_and_seed_generator():
+    x, y = _regression()
+    res = train(nn.Linear(3, 1), (x, y), loss_fn=_mse, epochs=3, lr=0.1, scheduler="halve")
+    assert [h["lr"] for h in res.history] == pytest.approx([0.1, 0.05, 0.025])
+    a = torch.randperm(10, generator=seed_everything(5))
+    b = torch.randperm(10, generator=seed_everything(5))
+    assert torch.equal(a, b)
