@@ -10,6 +10,7 @@ With a GPU the same tests run the compiled kernels on CUDA tensors (and bfloat16
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -221,3 +222,23 @@ def test_unsupported_inputs_raise_naming_the_problem():
 def test_tile_sizes_must_be_powers_of_two_of_at_least_16(field):
     with pytest.raises(ValueError, match=f"TileConfig.{field} must be a power of two >= 16"):
         tf.TileConfig(**{field: 24})
+
+
+def test_bench_kernels_compares_with_the_reference_and_writes_its_files(tmp_path, capsys):
+    from mola_ts.cli import main
+
+    # Small sizes so that the GPU timing part stays short when a GPU runs this suite.
+    code = main(["bench", "kernels", "--out", str(tmp_path), "--tokens", "512", "--dims", "128",
+                 "--plans", "8x8", "--warmup", "1", "--repeats", "2", "--no-compile"])
+    assert code == 0
+    rows = json.loads((tmp_path / "kernels_correctness.json").read_text())["rows"]
+    fused = [r for r in rows if r["path"] == "fused"]
+    assert {r["dtype"] for r in fused} >= {"float32", "float16"}
+    assert len({r["case"] for r in fused}) >= 4 and all(r["ok"] for r in rows)
+    assert (tmp_path / "kernels_correctness.csv").read_text().startswith("case,tokens,")
+    if DEVICE.type == "cpu":
+        out = capsys.readouterr().out
+        assert "GPU timing, peak-memory and bandwidth figures are PENDING" in out
+    else:
+        timing = json.loads((tmp_path / "kernels_gpu.json").read_text())["rows"]
+        assert {r["method"] for r in timing} == {"fused", "reference"}
