@@ -9,5 +9,8 @@ from __future__ import annotations
 __all__ = ["BENCHMARKS", "DEMOS"]
 
 # command name -> (module, one-line help)
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "kernels": ("mola_ts.bench.kernels",
+                "fused LoRA-MoE kernels vs reference: GPU time and memory, or CPU correctness"),
+}
 DEMOS: dict[str, tuple[str, str]] = {}
