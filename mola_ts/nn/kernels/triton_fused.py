@@ -4,23 +4,27 @@ Same contract as :func:`~mola_ts.nn.kernels.reference.gated_lora_delta_reference
 
     delta = scale * ((x @ A.T) * gates[:, expert_index]) @ B.T
 
-The delta is memory-bound: with R = 64 rank rows and d = 4096, a token does ~2R flops per element
-it reads. What costs is traffic over the (N, d) tensors, so every kernel streams each of them once:
+The delta is memory-bound: with R = 64 rank rows and d = 4096 a token does ~2R flops per element
+it reads, so what costs is traffic over the (N, d) tensors. The kernels stream each of them the
+minimum number of times (x twice, y, dy and dx once; the reference moves ~10 such tensors, these
+~5) and only (N, R)-sized tensors (1/64 of x at R = 64, d = 4096) go through memory in between:
 
-* forward, ``_fwd_kernel``, one pass per token tile: ``h = x A^T`` (loop over d_in), gates gathered
-  per rank row and applied in registers, then ``y = (s h g) B^T`` written chunk by chunk over d_out.
-  ``h`` (N x R, fp32) is stored for the backward; the (N, d_out) output is written once, already
-  scaled (the reference writes it, then reads and writes it again for ``* scale``).
-* backward, ``_bwd_expand_kernel``, one pass over ``dy``: ``dhs = dy B`` (a d_out reduction, kept in
-  registers) and ``dB += dy^T (s h g)`` (a token reduction, flushed with fp32 atomics per tile).
-* backward, ``_bwd_shrink_kernel``, one pass over ``x``: ``dh = s g dhs`` in registers, the gate
-  gradient (a one-hot segment sum over each expert's rank rows), ``dx = dh A`` and
-  ``dA += dh^T x`` (fp32 atomics per tile).
+1. forward, ``_fwd_kernel``, a program per token tile: ``h = x A^T`` (loop over d_in), the gates
+   gathered per rank row and applied in registers, then ``y = (s g h) B^T`` stored chunk by chunk
+   over d_out, already scaled. ``h`` (N x R, fp32) is kept for the backward: recomputing it would
+   mean reading x once more in the backward's pass over ``dy``.
+2. ``_bwd_dy_kernel``, a program per token tile, one pass over ``dy``: ``dhs = dy B`` (the d_out
+   reduction, in registers) and ``dB += dy^T (s g h)`` (the token reduction, fp32 atomics per tile).
+3. ``_bwd_gates_kernel``, per token tile, (N, R) only: ``dh = s g dhs`` and the gate gradient (a
+   one-hot segment sum of ``s h dhs`` over each expert's rank rows).
+4. ``_bwd_x_kernel``, one pass over ``x``: a program owns a d_in chunk and walks a group of token
+   tiles, storing ``dx = dh A`` and accumulating ``dA += dh^T x`` in registers, flushed once (an
+   atomic per group). Owning the column keeps dA's atomics to a few per element of A.
 
-Only (N, R)-sized tensors (``h`` and ``dhs``, R = 64 is 1/64 of d = 4096) go through memory between
-passes; ``h`` is saved rather than recomputed because recomputing it means re-reading ``x`` in the
-pass over ``dy``. fp32 atomics make ``dA``/``dB`` (and ``h``/``dhs`` when a pass is split) vary in
-the last bits from run to run on a GPU.
+A pass may be split so that more programs run (``TileConfig``): the forward's splits of one tile
+each take part of d_out and recompute ``h`` (neighbouring programs, so x comes from L2), the pass
+over ``dy`` adds its splits' ``dhs`` with atomics. fp32 atomics make ``dA``, ``dB`` (and ``dhs``
+when split) vary in the last bits between runs on a GPU.
 
 Importing this module imports Triton: the package's dispatcher imports it lazily. Whether the
 kernels run on the GPU or in Triton's CPU interpreter is fixed when this module is imported:
@@ -52,18 +56,19 @@ class TileConfig:
     Parameters
     ----------
     block_m : int
-        Tokens per program (a power of two >= 16). Larger tiles mean fewer ``dA``/``dB``
-        atomics per element of ``x``/``dy``; smaller tiles mean more programs.
+        Tokens per tile (a power of two >= 16). In the pass over ``dy`` each tile adds its part
+        of ``dB`` with atomics: larger tiles, fewer atomics; smaller tiles, more programs.
     block_k : int
-        Columns of ``x`` (d_in) per loop step.
+        Columns of ``x`` (d_in) per step; in the backward's pass over x, the column chunk a
+        program owns.
     block_n : int
-        Columns of ``y``/``dy`` (d_out) per loop step.
-    split_k : int
-        Programs sharing one token tile in the pass over ``x`` in the backward (each takes a
-        contiguous range of d_in chunks). Capped at the number of chunks.
+        Columns of ``y``/``dy`` (d_out) per step.
     split_n : int
-        Programs sharing one token tile in the passes over d_out (forward and backward).
-        The forward recomputes ``h`` in each; the backward adds their ``dhs`` with atomics.
+        Programs sharing one token tile in the passes over d_out (forward and ``dy``), each
+        taking a contiguous range of d_out chunks. Capped at the number of chunks.
+    token_groups : int
+        Groups of token tiles in the backward's pass over x: a program handles one group for one
+        d_in chunk and flushes its part of ``dA`` once. Capped at the number of tiles.
     num_warps : int
         Warps per program (ignored by the interpreter).
     num_stages : int
@@ -73,8 +78,8 @@ class TileConfig:
     block_m: int = 64
     block_k: int = 64
     block_n: int = 64
-    split_k: int = 1
     split_n: int = 1
+    token_groups: int = 1
     num_warps: int = 4
     num_stages: int = 3
 
@@ -83,7 +88,7 @@ class TileConfig:
             value = getattr(self, name)
             if value < 16 or value & (value - 1):
                 raise ValueError(f"TileConfig.{name} must be a power of two >= 16, got {value}")
-        for name in ("split_k", "split_n", "num_warps", "num_stages"):
+        for name in ("split_n", "token_groups", "num_warps", "num_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TileConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -95,38 +100,39 @@ def _pad(n: int) -> int:
 
 def choose_tile_config(n_tokens: int, d_in: int, d_out: int, rank: int,
                        dtype: torch.dtype, device: torch.device) -> TileConfig:
-    """A launch configuration for these sizes (a heuristic: tune it on the target GPU).
+    """A launch configuration for these sizes: a heuristic, to be tuned on the target GPU.
 
-    On a GPU the token tile is 64 (128 when R <= 32 and there are enough tiles to fill the
-    card), chunks are 128 wide in 16-bit (64 in fp32), and the passes are split so that about two
-    programs per SM are live. The interpreter gets the smallest tiles.
+    On a GPU: token tiles of 128 when R <= 64 (64 above: the (tile x R) fp32 accumulators live
+    in registers), chunks 128 wide in 16-bit and 64 in fp32, and splits/groups so that about two
+    programs per SM run. The interpreter gets the smallest tiles.
     """
     if INTERPRETED or device.type != "cuda":
-        return TileConfig(block_m=16, block_k=16, block_n=16, split_k=1, split_n=1,
-                          num_warps=1, num_stages=1)
+        return TileConfig(block_m=16, block_k=16, block_n=16, num_warps=1, num_stages=1)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     r_pad = _pad(rank)
-    block_m = 128 if r_pad <= 32 and triton.cdiv(n_tokens, 128) >= 2 * sms else 64
+    block_m = 128 if r_pad <= 64 else 64
     block = 64 if dtype == torch.float32 else 128
     m_tiles = triton.cdiv(n_tokens, block_m)
-    want = max(1, triton.cdiv(2 * sms, m_tiles))
+    k_chunks = triton.cdiv(d_in, block)
     return TileConfig(block_m=block_m, block_k=block, block_n=block,
-                      split_k=min(want, triton.cdiv(d_in, block)),
-                      split_n=min(want, triton.cdiv(d_out, block)),
+                      split_n=min(triton.cdiv(2 * sms, m_tiles), triton.cdiv(d_out, block)),
+                      token_groups=min(triton.cdiv(2 * sms, k_chunks), m_tiles),
                       num_warps=8 if block_m * r_pad >= 8192 else 4, num_stages=3)
 
 
 # --------------------------------------------------------------------------------------------
 # Kernels. Shapes in comments: M = BLOCK_M tokens, K/N = one chunk of d_in/d_out, RP = R padded.
 # Out-of-range rows, rank rows and columns are masked to zero on load and never stored.
+# Grids are 1-D with the split index varying fastest, so that the programs of one tile run
+# side by side and share what they read through L2.
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _chunk_range(n_cols, BLOCK: tl.constexpr):
-    """The chunks [first, last) of n_cols that this program's split (program_id 1) covers."""
+def _chunk_range(n_cols, split, n_splits, BLOCK: tl.constexpr):
+    """The chunks [first, last) of n_cols that split ``split`` of ``n_splits`` covers."""
     n_chunks = tl.cdiv(n_cols, BLOCK)
-    per_split = tl.cdiv(n_chunks, tl.num_programs(1))
-    first = tl.program_id(1) * per_split
+    per_split = tl.cdiv(n_chunks, n_splits)
+    first = split * per_split
     return first, tl.minimum(first + per_split, n_chunks)
 
 
@@ -140,13 +146,15 @@ def _gathered_gates(g_ptr, idx_ptr, offs_m, offs_r, mask_m, mask_r, stride_gm, s
 
 @triton.jit
 def _fwd_kernel(x_ptr, a_ptr, b_ptr, g_ptr, idx_ptr, y_ptr, h_ptr,
-                n_tokens, d_in, d_out, rank, scale,
+                n_tokens, d_in, d_out, rank, scale, n_splits,
                 stride_xm, stride_xk, stride_ar, stride_ak, stride_bn, stride_br,
                 stride_gm, stride_ge, stride_ym, stride_yn,
                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
                 R_PAD: tl.constexpr, SAVE_H: tl.constexpr, PRECISION: tl.constexpr):
     """y[tile] = (scale * (x A^T) * G) B^T over this split's d_out chunks; h saved by split 0."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid = tl.program_id(0)
+    split = pid % n_splits
+    offs_m = (pid // n_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_r = tl.arange(0, R_PAD)
     mask_m = offs_m < n_tokens
     mask_r = offs_r < rank
@@ -163,7 +171,7 @@ def _fwd_kernel(x_ptr, a_ptr, b_ptr, g_ptr, idx_ptr, y_ptr, h_ptr,
                      mask=mask_r[None, :] & mask_k[:, None], other=0.0)  # (K, RP) = A^T chunk
         h = tl.dot(xt, at, acc=h, input_precision=PRECISION)
     if SAVE_H:
-        if tl.program_id(1) == 0:
+        if split == 0:
             tl.store(h_ptr + offs_m[:, None] * rank + offs_r[None, :], h,
                      mask=mask_m[:, None] & mask_r[None, :])
 
@@ -171,7 +179,7 @@ def _fwd_kernel(x_ptr, a_ptr, b_ptr, g_ptr, idx_ptr, y_ptr, h_ptr,
     g = _gathered_gates(g_ptr, idx_ptr, offs_m, offs_r, mask_m, mask_r, stride_gm, stride_ge)
     hs = (h * g * scale).to(y_ptr.dtype.element_ty)
     offs_n = tl.arange(0, BLOCK_N)
-    first, last = _chunk_range(d_out, BLOCK_N)
+    first, last = _chunk_range(d_out, split, n_splits, BLOCK_N)
     for c in range(first, last):
         cols = c * BLOCK_N + offs_n
         mask_n = cols < d_out
@@ -183,14 +191,16 @@ def _fwd_kernel(x_ptr, a_ptr, b_ptr, g_ptr, idx_ptr, y_ptr, h_ptr,
 
 
 @triton.jit
-def _bwd_expand_kernel(dy_ptr, b_ptr, h_ptr, g_ptr, idx_ptr, dhs_ptr, db_ptr,
-                       n_tokens, d_out, rank, scale,
-                       stride_dym, stride_dyn, stride_bn, stride_br, stride_gm, stride_ge,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, R_PAD: tl.constexpr,
-                       COMPUTE_DHS: tl.constexpr, COMPUTE_DB: tl.constexpr,
-                       ATOMIC_DHS: tl.constexpr, PRECISION: tl.constexpr):
-    """One pass over dy: dhs = dy B (kept in registers) and dB += dy^T hs (atomics)."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+def _bwd_dy_kernel(dy_ptr, b_ptr, h_ptr, g_ptr, idx_ptr, dhs_ptr, db_ptr,
+                   n_tokens, d_out, rank, scale, n_splits,
+                   stride_dym, stride_dyn, stride_bn, stride_br, stride_gm, stride_ge,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, R_PAD: tl.constexpr,
+                   COMPUTE_DHS: tl.constexpr, COMPUTE_DB: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """One pass over dy: dhs = dy B (registers; splits add theirs) and dB += dy^T hs (atomics)."""
+    pid = tl.program_id(0)
+    split = pid % n_splits
+    offs_m = (pid // n_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_r = tl.arange(0, R_PAD)
     offs_n = tl.arange(0, BLOCK_N)
     mask_m = offs_m < n_tokens
@@ -202,7 +212,7 @@ def _bwd_expand_kernel(dy_ptr, b_ptr, h_ptr, g_ptr, idx_ptr, dhs_ptr, db_ptr,
         g = _gathered_gates(g_ptr, idx_ptr, offs_m, offs_r, mask_m, mask_r, stride_gm, stride_ge)
         hs = (h * g * scale).to(dy_ptr.dtype.element_ty)
     dhs = tl.zeros((BLOCK_M, R_PAD), dtype=tl.float32)
-    first, last = _chunk_range(d_out, BLOCK_N)
+    first, last = _chunk_range(d_out, split, n_splits, BLOCK_N)
     for c in range(first, last):
         cols = c * BLOCK_N + offs_n
         mask_n = cols < d_out
@@ -218,61 +228,81 @@ def _bwd_expand_kernel(dy_ptr, b_ptr, h_ptr, g_ptr, idx_ptr, dhs_ptr, db_ptr,
                           mask=mask_n[:, None] & mask_r[None, :])
     if COMPUTE_DHS:
         ptrs = dhs_ptr + offs_m[:, None] * rank + offs_r[None, :]
-        if ATOMIC_DHS:
+        if n_splits > 1:
             tl.atomic_add(ptrs, dhs, mask=mask_mr)
         else:
             tl.store(ptrs, dhs, mask=mask_mr)
 
 
 @triton.jit
-def _bwd_shrink_kernel(x_ptr, a_ptr, h_ptr, g_ptr, idx_ptr, dhs_ptr, dx_ptr, da_ptr, dg_ptr,
-                       n_tokens, d_in, rank, n_experts, scale,
-                       stride_xm, stride_xk, stride_ar, stride_ak, stride_gm, stride_ge,
-                       stride_dxm, stride_dxk, stride_dgm, stride_dge,
-                       BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr,
-                       E_PAD: tl.constexpr, COMPUTE_DX: tl.constexpr,
-                       COMPUTE_DA: tl.constexpr, COMPUTE_DG: tl.constexpr,
-                       PRECISION: tl.constexpr):
-    """One pass over x: dh = s G dhs, d gates (split 0), dx = dh A, dA += dh^T x (atomics)."""
+def _bwd_gates_kernel(h_ptr, g_ptr, idx_ptr, dhs_ptr, dh_ptr, dg_ptr,
+                      n_tokens, rank, n_experts, scale,
+                      stride_gm, stride_ge, stride_dgm, stride_dge,
+                      BLOCK_M: tl.constexpr, R_PAD: tl.constexpr, E_PAD: tl.constexpr,
+                      COMPUTE_DH: tl.constexpr, COMPUTE_DG: tl.constexpr):
+    """Per tile: dh = s G dhs (in x's dtype) and d gates = segment sums of s h dhs."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_r = tl.arange(0, R_PAD)
     mask_m = offs_m < n_tokens
     mask_r = offs_r < rank
     mask_mr = mask_m[:, None] & mask_r[None, :]
-
     dhs = tl.load(dhs_ptr + offs_m[:, None] * rank + offs_r[None, :], mask=mask_mr, other=0.0)
-    if COMPUTE_DG:
-        if tl.program_id(1) == 0:
-            # d gates[m, e] = sum over e's rank rows r of s * h[m, r] * dhs[m, r]: a segment sum,
-            # done as a product with the (RP, EP) one-hot of expert_index (exact fp32 dot).
-            h = tl.load(h_ptr + offs_m[:, None] * rank + offs_r[None, :], mask=mask_mr, other=0.0)
-            offs_e = tl.arange(0, E_PAD)
-            idx = tl.load(idx_ptr + offs_r, mask=mask_r, other=-1)
-            onehot = ((idx[:, None] == offs_e[None, :]) & mask_r[:, None]).to(tl.float32)
-            dg = tl.dot(h * dhs * scale, onehot, input_precision="ieee")
-            tl.store(dg_ptr + offs_m[:, None] * stride_dgm + offs_e[None, :] * stride_dge,
-                     dg.to(dg_ptr.dtype.element_ty),
-                     mask=mask_m[:, None] & (offs_e < n_experts)[None, :])
-    if COMPUTE_DX or COMPUTE_DA:
+    if COMPUTE_DH:
         g = _gathered_gates(g_ptr, idx_ptr, offs_m, offs_r, mask_m, mask_r, stride_gm, stride_ge)
-        dh = (dhs * g * scale).to(x_ptr.dtype.element_ty)
-        offs_k = tl.arange(0, BLOCK_K)
-        first, last = _chunk_range(d_in, BLOCK_K)
-        for c in range(first, last):
-            cols = c * BLOCK_K + offs_k
-            mask_k = cols < d_in
-            if COMPUTE_DX:
-                a = tl.load(a_ptr + offs_r[:, None] * stride_ar + cols[None, :] * stride_ak,
-                            mask=mask_r[:, None] & mask_k[None, :], other=0.0)  # (RP, K)
-                dx = tl.dot(dh, a, input_precision=PRECISION)
-                tl.store(dx_ptr + offs_m[:, None] * stride_dxm + cols[None, :] * stride_dxk,
-                         dx.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_k[None, :])
-            if COMPUTE_DA:
-                xt = tl.load(x_ptr + offs_m[:, None] * stride_xm + cols[None, :] * stride_xk,
-                             mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-                da = tl.dot(tl.trans(dh), xt, input_precision=PRECISION)  # (RP, K)
-                tl.atomic_add(da_ptr + offs_r[:, None] * d_in + cols[None, :], da,
-                              mask=mask_r[:, None] & mask_k[None, :])
+        tl.store(dh_ptr + offs_m[:, None] * rank + offs_r[None, :],
+                 (dhs * g * scale).to(dh_ptr.dtype.element_ty), mask=mask_mr)
+    if COMPUTE_DG:
+        # d gates[m, e] = sum over e's rank rows r of s * h[m, r] * dhs[m, r]: a product with the
+        # (RP, EP) one-hot of expert_index, as an exact fp32 dot.
+        h = tl.load(h_ptr + offs_m[:, None] * rank + offs_r[None, :], mask=mask_mr, other=0.0)
+        offs_e = tl.arange(0, E_PAD)
+        idx = tl.load(idx_ptr + offs_r, mask=mask_r, other=-1)
+        onehot = ((idx[:, None] == offs_e[None, :]) & mask_r[:, None]).to(tl.float32)
+        dg = tl.dot(h * dhs * scale, onehot, input_precision="ieee")
+        tl.store(dg_ptr + offs_m[:, None] * stride_dgm + offs_e[None, :] * stride_dge,
+                 dg.to(dg_ptr.dtype.element_ty),
+                 mask=mask_m[:, None] & (offs_e < n_experts)[None, :])
+
+
+@triton.jit
+def _bwd_x_kernel(x_ptr, a_ptr, dh_ptr, dx_ptr, da_ptr,
+                  n_tokens, d_in, rank, n_groups,
+                  stride_xm, stride_xk, stride_ar, stride_ak, stride_dxm, stride_dxk,
+                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr,
+                  COMPUTE_DX: tl.constexpr, COMPUTE_DA: tl.constexpr, PRECISION: tl.constexpr):
+    """One pass over x: a program owns a d_in chunk and a group of token tiles; it stores
+    dx = dh A and flushes its sum of dh^T x into dA once."""
+    pid = tl.program_id(0)
+    group = pid % n_groups
+    cols = (pid // n_groups) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_r = tl.arange(0, R_PAD)
+    mask_k = cols < d_in
+    mask_r = offs_r < rank
+    mask_rk = mask_r[:, None] & mask_k[None, :]
+    if COMPUTE_DX:
+        a = tl.load(a_ptr + offs_r[:, None] * stride_ar + cols[None, :] * stride_ak,
+                    mask=mask_rk, other=0.0)  # (RP, K), reused by every tile of the group
+    da = tl.zeros((R_PAD, BLOCK_K), dtype=tl.float32)
+    first, last = _chunk_range(n_tokens, group, n_groups, BLOCK_M)
+    for t in range(first, last):
+        offs_m = t * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < n_tokens
+        dh = tl.load(dh_ptr + offs_m[:, None] * rank + offs_r[None, :],
+                     mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+        if COMPUTE_DX:
+            dx = tl.dot(dh, a, input_precision=PRECISION)
+            tl.store(dx_ptr + offs_m[:, None] * stride_dxm + cols[None, :] * stride_dxk,
+                     dx.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_k[None, :])
+        if COMPUTE_DA:
+            xt = tl.load(x_ptr + offs_m[:, None] * stride_xm + cols[None, :] * stride_xk,
+                         mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            da = tl.dot(tl.trans(dh), xt, acc=da, input_precision=PRECISION)
+    if COMPUTE_DA:
+        ptrs = da_ptr + offs_r[:, None] * d_in + cols[None, :]
+        if n_groups > 1:
+            tl.atomic_add(ptrs, da, mask=mask_rk)
+        else:
+            tl.store(ptrs, da, mask=mask_rk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,10 +328,9 @@ def _forward(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Ten
     y = torch.empty((n, d_out), dtype=x.dtype, device=x.device)
     h = torch.empty((n, rank), dtype=torch.float32, device=x.device) if save_h else None
     split_n = min(cfg.split_n, triton.cdiv(d_out, cfg.block_n))
-    grid = (triton.cdiv(n, cfg.block_m), split_n)
-    _fwd_kernel[grid](
+    _fwd_kernel[(triton.cdiv(n, cfg.block_m) * split_n,)](
         x, A, B, gates, expert_index, y, h if save_h else y,
-        n, d_in, d_out, rank, float(scale),
+        n, d_in, d_out, rank, float(scale), split_n,
         x.stride(0), x.stride(1), A.stride(0), A.stride(1), B.stride(0), B.stride(1),
         gates.stride(0), gates.stride(1), y.stride(0), y.stride(1),
         BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, BLOCK_N=cfg.block_n, R_PAD=_pad(rank),
@@ -314,48 +343,55 @@ def _backward(dy: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tenso
               cfg: TileConfig, need_dx: bool, need_da: bool, need_db: bool, need_dg: bool):
     n, d_in = x.shape
     d_out, rank = B.shape
-    n_experts = gates.shape[1]
     dev = x.device
     r_pad = _pad(rank)
     precision = _precision(x.dtype)
     m_tiles = triton.cdiv(n, cfg.block_m)
-    need_dhs = need_dx or need_da or need_dg
+    need_dh = need_dx or need_da
+    need_dhs = need_dh or need_dg
+    if not (need_dhs or need_db):
+        return None, None, None, None
 
-    dhs = db = None
-    if need_dhs or need_db:
-        split_n = min(cfg.split_n, triton.cdiv(d_out, cfg.block_n))
-        atomic_dhs = split_n > 1
-        if need_dhs:
-            dhs = (torch.zeros if atomic_dhs else torch.empty)(
-                (n, rank), dtype=torch.float32, device=dev)
-        if need_db:
-            db = torch.zeros((d_out, rank), dtype=torch.float32, device=dev)
-        _bwd_expand_kernel[(m_tiles, split_n)](
-            dy, B, h, gates, expert_index, dhs if need_dhs else h, db if need_db else h,
-            n, d_out, rank, float(scale),
-            dy.stride(0), dy.stride(1), B.stride(0), B.stride(1), gates.stride(0),
-            gates.stride(1),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, R_PAD=r_pad, COMPUTE_DHS=need_dhs,
-            COMPUTE_DB=need_db, ATOMIC_DHS=atomic_dhs, PRECISION=precision, **_launch_kw(cfg))
+    # pass over dy: dhs (N x R) and dB
+    split_n = min(cfg.split_n, triton.cdiv(d_out, cfg.block_n))
+    dhs = (torch.zeros if split_n > 1 else torch.empty)((n, rank), dtype=torch.float32,
+                                                        device=dev) if need_dhs else None
+    db = torch.zeros((d_out, rank), dtype=torch.float32, device=dev) if need_db else None
+    _bwd_dy_kernel[(m_tiles * split_n,)](
+        dy, B, h, gates, expert_index, dhs if need_dhs else h, db if need_db else h,
+        n, d_out, rank, float(scale), split_n,
+        dy.stride(0), dy.stride(1), B.stride(0), B.stride(1), gates.stride(0), gates.stride(1),
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, R_PAD=r_pad, COMPUTE_DHS=need_dhs,
+        COMPUTE_DB=need_db, PRECISION=precision, **_launch_kw(cfg))
+    if not need_dhs:
+        return None, None, db.to(B.dtype), None
 
-    dx = da = dg = None
-    if need_dhs:
+    # (N, R) only: dh and the gate gradient (every (token, expert) entry is written)
+    dh = torch.empty((n, rank), dtype=x.dtype, device=dev) if need_dh else None
+    dg = torch.empty_like(gates, memory_format=torch.contiguous_format) if need_dg else None
+    dg_arg = dg if need_dg else gates
+    _bwd_gates_kernel[(m_tiles,)](
+        h, gates, expert_index, dhs, dh if need_dh else dhs, dg_arg,
+        n, rank, gates.shape[1], float(scale),
+        gates.stride(0), gates.stride(1), dg_arg.stride(0), dg_arg.stride(1),
+        BLOCK_M=cfg.block_m, R_PAD=r_pad, E_PAD=_pad(gates.shape[1]), COMPUTE_DH=need_dh,
+        COMPUTE_DG=need_dg, **_launch_kw(cfg))
+
+    # pass over x: dx and dA
+    dx = da = None
+    if need_dh:
+        groups = min(cfg.token_groups, m_tiles)
         dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
-        da = torch.zeros((rank, d_in), dtype=torch.float32, device=dev) if need_da else None
-        # every (token, expert) entry is written by the split-0 program of its tile
-        dg = torch.empty_like(gates, memory_format=torch.contiguous_format) if need_dg else None
-        # The gate gradient needs no pass over x: one program per tile is enough then.
-        split_k = min(cfg.split_k, triton.cdiv(d_in, cfg.block_k)) if (need_dx or need_da) else 1
+        da = ((torch.zeros if groups > 1 else torch.empty)((rank, d_in), dtype=torch.float32,
+                                                           device=dev) if need_da else None)
         dx_arg = dx if need_dx else x
-        dg_arg = dg if need_dg else gates
-        _bwd_shrink_kernel[(m_tiles, split_k)](
-            x, A, h, gates, expert_index, dhs, dx_arg, da if need_da else dhs, dg_arg,
-            n, d_in, rank, n_experts, float(scale),
-            x.stride(0), x.stride(1), A.stride(0), A.stride(1), gates.stride(0), gates.stride(1),
-            dx_arg.stride(0), dx_arg.stride(1), dg_arg.stride(0), dg_arg.stride(1),
-            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, R_PAD=r_pad, E_PAD=_pad(n_experts),
-            COMPUTE_DX=need_dx, COMPUTE_DA=need_da, COMPUTE_DG=need_dg, PRECISION=precision,
-            **_launch_kw(cfg))
+        _bwd_x_kernel[(triton.cdiv(d_in, cfg.block_k) * groups,)](
+            x, A, dh, dx_arg, da if need_da else dh,
+            n, d_in, rank, groups,
+            x.stride(0), x.stride(1), A.stride(0), A.stride(1), dx_arg.stride(0),
+            dx_arg.stride(1),
+            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, R_PAD=r_pad, COMPUTE_DX=need_dx,
+            COMPUTE_DA=need_da, PRECISION=precision, **_launch_kw(cfg))
     return (dx, da.to(A.dtype) if need_da else None, db.to(B.dtype) if need_db else None, dg)
 
 
