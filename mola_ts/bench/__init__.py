@@ -12,5 +12,7 @@ __all__ = ["BENCHMARKS", "DEMOS"]
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "kernels": ("mola_ts.bench.kernels",
                 "fused LoRA-MoE kernels vs reference: GPU time and memory, or CPU correctness"),
+    "lora": ("mola_ts.bench.lora",
+             "LoRA-MoE layer: vectorised reference vs naive expert loop vs plain LoRA"),
 }
 DEMOS: dict[str, tuple[str, str]] = {}

@@ -406,12 +406,12 @@ class LoRAMoE(nn.Module):
         n_samples = x.shape[0] if x.dim() >= 2 else 1
         return x.reshape(-1, self.in_features), n_samples
 
-    def _untokens(self, delta: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def _untokens(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.base, nn.Conv1d):
             if x.dim() == 2:
                 return delta.t()
             return delta.reshape(x.shape[0], x.shape[2], self.out_features).transpose(1, 2)
-        return delta.reshape(out.shape)
+        return delta.reshape(*x.shape[:-1], self.out_features)
 
     def _task_ids_for(self, n_samples: int, device: torch.device) -> torch.Tensor | None:
         ids = self._route_task_ids
@@ -453,20 +453,29 @@ class LoRAMoE(nn.Module):
             }
         return gates
 
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter branch alone, ``sum_e s_e g_e B_e A_e dropout(x)``, shaped like the output.
+
+        Also refreshes :attr:`last_losses` and :attr:`last_stats`.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        tokens, n_samples = self._tokens(x)
+        gates, scale = self._scaled(self.gates(tokens, n_samples))
+        delta = gated_lora_delta(self.lora_dropout(tokens), self.effective_A(), self.lora_B,
+                                 gates, self.expert_index, scale)
+        return self._untokens(delta, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        tokens, n_samples = self._tokens(x)  # validates the shape first
+        self._tokens(x)  # validate the shape before the base module sees it
         out = self.base(x)
         if self.merged:
             self._check_merged_routing(x)
             self.last_losses, self.last_stats = {}, {}
             return out
-        gates = self.gates(tokens, n_samples)
-        gates, scale = self._scaled(gates)
-        delta = gated_lora_delta(self.lora_dropout(tokens), self.effective_A(), self.lora_B,
-                                 gates, self.expert_index, scale)
-        return out + self._untokens(delta, x, out).to(out.dtype)
+        return out + self.delta(x).to(out.dtype)
 
     # ------------------------------------------------------------------ merge / unmerge
 
