@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,9 +34,9 @@ DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE.type == "c
 # entry: float16 and bfloat16 round x, h and the output on the way, like the reference does.
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 SMALL = tf.TileConfig(block_m=16, block_k=16, block_n=16, num_warps=1, num_stages=1)
-# d_out 50 = 4 chunks over 3 splits (the last one empty); 3 token tiles in 2 uneven groups.
-SPLIT = tf.TileConfig(block_m=16, block_k=16, block_n=16, split_n=3, token_groups=2, num_warps=1,
-                      num_stages=1)
+# d_out 50 = 4 chunks over 3 splits (the last one empty) or 2; 3 token tiles in 2 uneven groups.
+SPLIT = tf.TileConfig(block_m=16, block_k=16, block_n=16, fwd_splits=3, dy_splits=2, x_groups=2,
+                      num_warps=1, num_stages=1)
 
 
 def test_the_kernels_run_where_this_suite_expects():
@@ -244,3 +245,24 @@ def test_bench_kernels_compares_with_the_reference_and_writes_its_files(tmp_path
     else:
         timing = json.loads((tmp_path / "kernels_gpu.json").read_text())["rows"]
         assert {r["method"] for r in timing} == {"fused", "reference"}
+
+
+@pytest.mark.parametrize(("n", "d", "rank", "dtype"), [
+    (16384, 4096, 64, torch.bfloat16), (8192, 1024, 64, torch.float16),
+    (65536, 4096, 128, torch.float32), (100, 40, 8, torch.float16),
+])
+def test_gpu_tile_heuristic_fills_the_card_within_the_caps(monkeypatch, n, d, rank, dtype):
+    # The GPU branch of the heuristic, on a pretend 132-SM card (the launches stay untested here).
+    sms = 132
+    monkeypatch.setattr(tf, "INTERPRETED", False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: SimpleNamespace(multi_processor_count=sms))
+    cfg = tf.choose_tile_config(n, d, d, rank, dtype, torch.device("cuda"))
+    m_tiles, chunks = -(-n // cfg.block_m), -(-d // cfg.block_n)
+    assert cfg.block_m * tf._pad(rank) <= 8192  # the (tile x R) fp32 accumulator fits
+    assert 1 <= cfg.fwd_splits <= chunks and 1 <= cfg.dy_splits <= chunks
+    assert 1 <= cfg.x_groups <= m_tiles
+    if m_tiles >= sms:
+        assert cfg.fwd_splits == 1  # a forward split recomputes h: only to fill the card
+    assert m_tiles * cfg.dy_splits >= min(sms, m_tiles * chunks)
+    assert chunks * cfg.x_groups >= min(sms, m_tiles * chunks)

@@ -63,10 +63,13 @@ class TileConfig:
         program owns.
     block_n : int
         Columns of ``y``/``dy`` (d_out) per step.
-    split_n : int
-        Programs sharing one token tile in the passes over d_out (forward and ``dy``), each
-        taking a contiguous range of d_out chunks. Capped at the number of chunks.
-    token_groups : int
+    fwd_splits : int
+        Programs sharing one token tile in the forward, each storing a contiguous range of d_out
+        chunks; each recomputes the tile's ``h`` (x then comes from L2). Capped at the chunks.
+    dy_splits : int
+        Programs sharing one token tile in the backward's pass over ``dy``, each reading a range
+        of d_out chunks and adding its part of ``dhs`` with atomics. Capped at the chunks.
+    x_groups : int
         Groups of token tiles in the backward's pass over x: a program handles one group for one
         d_in chunk and flushes its part of ``dA`` once. Capped at the number of tiles.
     num_warps : int
@@ -78,8 +81,9 @@ class TileConfig:
     block_m: int = 64
     block_k: int = 64
     block_n: int = 64
-    split_n: int = 1
-    token_groups: int = 1
+    fwd_splits: int = 1
+    dy_splits: int = 1
+    x_groups: int = 1
     num_warps: int = 4
     num_stages: int = 3
 
@@ -88,7 +92,7 @@ class TileConfig:
             value = getattr(self, name)
             if value < 16 or value & (value - 1):
                 raise ValueError(f"TileConfig.{name} must be a power of two >= 16, got {value}")
-        for name in ("split_n", "token_groups", "num_warps", "num_stages"):
+        for name in ("fwd_splits", "dy_splits", "x_groups", "num_warps", "num_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TileConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -103,8 +107,9 @@ def choose_tile_config(n_tokens: int, d_in: int, d_out: int, rank: int,
     """A launch configuration for these sizes: a heuristic, to be tuned on the target GPU.
 
     On a GPU: token tiles of 128 when R <= 64 (64 above: the (tile x R) fp32 accumulators live
-    in registers), chunks 128 wide in 16-bit and 64 in fp32, and splits/groups so that about two
-    programs per SM run. The interpreter gets the smallest tiles.
+    in registers), chunks 128 wide in 16-bit and 64 in fp32; the forward is split only when there
+    are fewer tiles than SMs (a split recomputes h), the other passes so that about two programs
+    per SM run. The interpreter gets the smallest tiles.
     """
     if INTERPRETED or device.type != "cuda":
         return TileConfig(block_m=16, block_k=16, block_n=16, num_warps=1, num_stages=1)
@@ -113,10 +118,11 @@ def choose_tile_config(n_tokens: int, d_in: int, d_out: int, rank: int,
     block_m = 128 if r_pad <= 64 else 64
     block = 64 if dtype == torch.float32 else 128
     m_tiles = triton.cdiv(n_tokens, block_m)
-    k_chunks = triton.cdiv(d_in, block)
+    k_chunks, n_chunks = triton.cdiv(d_in, block), triton.cdiv(d_out, block)
     return TileConfig(block_m=block_m, block_k=block, block_n=block,
-                      split_n=min(triton.cdiv(2 * sms, m_tiles), triton.cdiv(d_out, block)),
-                      token_groups=min(triton.cdiv(2 * sms, k_chunks), m_tiles),
+                      fwd_splits=min(max(1, round(sms / m_tiles)), n_chunks),
+                      dy_splits=min(triton.cdiv(2 * sms, m_tiles), n_chunks),
+                      x_groups=min(triton.cdiv(2 * sms, k_chunks), m_tiles),
                       num_warps=8 if block_m * r_pad >= 8192 else 4, num_stages=3)
 
 
@@ -327,7 +333,7 @@ def _forward(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Ten
     d_out, rank = B.shape
     y = torch.empty((n, d_out), dtype=x.dtype, device=x.device)
     h = torch.empty((n, rank), dtype=torch.float32, device=x.device) if save_h else None
-    split_n = min(cfg.split_n, triton.cdiv(d_out, cfg.block_n))
+    split_n = min(cfg.fwd_splits, triton.cdiv(d_out, cfg.block_n))
     _fwd_kernel[(triton.cdiv(n, cfg.block_m) * split_n,)](
         x, A, B, gates, expert_index, y, h if save_h else y,
         n, d_in, d_out, rank, float(scale), split_n,
@@ -353,7 +359,7 @@ def _backward(dy: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tenso
         return None, None, None, None
 
     # pass over dy: dhs (N x R) and dB
-    split_n = min(cfg.split_n, triton.cdiv(d_out, cfg.block_n))
+    split_n = min(cfg.dy_splits, triton.cdiv(d_out, cfg.block_n))
     dhs = (torch.zeros if split_n > 1 else torch.empty)((n, rank), dtype=torch.float32,
                                                         device=dev) if need_dhs else None
     db = torch.zeros((d_out, rank), dtype=torch.float32, device=dev) if need_db else None
@@ -380,7 +386,7 @@ def _backward(dy: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tenso
     # pass over x: dx and dA
     dx = da = None
     if need_dh:
-        groups = min(cfg.token_groups, m_tiles)
+        groups = min(cfg.x_groups, m_tiles)
         dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
         da = ((torch.zeros if groups > 1 else torch.empty)((rank, d_in), dtype=torch.float32,
                                                            device=dev) if need_da else None)
