@@ -114,9 +114,19 @@ def test_task_router_matches_naive_and_broadcasts_per_sample():
     gates = torch.softmax(layer.router.task_logits[ids], -1).repeat_interleave(6, 0)
     y_ref = layer.base(x) + naive_delta(layer, x.reshape(-1, 5), gates).reshape(3, 6, 4)
     torch.testing.assert_close(y, y_ref)
-    (g,) = torch.autograd.grad(y.sum(), [layer.router.task_logits])
-    assert float(g[1].abs().sum()) == 0.0  # task 1 absent from the batch
-    assert float(g[2].abs().sum()) > 0.0
+    params = [layer.router.task_logits, layer.lora_A, layer.lora_B]
+    grads = torch.autograd.grad((y ** 2).sum(), params)
+    # naive: per sample, softmax of its task logits, then a loop over the experts
+    y_naive = torch.stack([
+        layer.base(x[b]) + naive_delta(layer, x[b],
+                                       torch.softmax(layer.router.task_logits[int(ids[b])], -1)
+                                       .expand(6, -1))
+        for b in range(3)])
+    grads_ref = torch.autograd.grad((y_naive ** 2).sum(), params)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+    assert float(grads[0][1].abs().sum()) == 0.0  # task 1 absent from the batch
+    assert float(grads[0][2].abs().sum()) > 0.0
 
 
 def test_task_router_logits_initialised_standard_normal():
