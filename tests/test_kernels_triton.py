@@ -4,7 +4,8 @@ Without a GPU the kernels run in Triton's CPU interpreter. ``@triton.jit`` picks
 when a kernel is *decorated*, i.e. when ``mola_ts.nn.kernels.triton_fused`` is first imported, so
 this module sets ``TRITON_INTERPRET=1`` at collection time, before that import (the dispatcher
 imports it only when the fused path is used, and nothing else does). The variable only affects
-code decorated with ``@triton.jit`` afterwards; the rest of the suite runs on the reference.
+code decorated with ``@triton.jit`` afterwards (and inductor's Triton code generation, which CPU
+runs do not use); the rest of the suite runs on the reference.
 With a GPU the same tests run the compiled kernels on CUDA tensors (and bfloat16 too).
 """
 

@@ -405,7 +405,8 @@ class GatedLoRADeltaFunction(torch.autograd.Function):
     """Autograd wrapper of the fused kernels: saves ``x``, the weights, gates and ``h`` (N x R)."""
 
     @staticmethod
-    def forward(ctx, x, A, B, gates, expert_index, scale, cfg):  # noqa: D102
+    def forward(ctx, x, A, B, gates, expert_index, scale, cfg):
+        """Launch the forward kernel; keep h only when some gradient will be asked for."""
         save_h = any(ctx.needs_input_grad[:4])
         y, h = _forward(x, A, B, gates, expert_index, scale, cfg, save_h)
         if save_h:
@@ -414,7 +415,8 @@ class GatedLoRADeltaFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, dy):  # noqa: D102
+    def backward(ctx, dy):
+        """Launch the backward kernels for the gradients autograd needs."""
         x, A, B, gates, expert_index, h = ctx.saved_tensors
         need_dx, need_da, need_db, need_dg = ctx.needs_input_grad[:4]
         dx, da, db, dg = _backward(dy, x, A, B, gates, expert_index, h, ctx.scale, ctx.cfg,
