@@ -340,6 +340,8 @@ def test_routing_validates_and_restores():
         pass
     with pytest.raises(TypeError, match="task_ids"), routing(net, task_ids=[0, 1]):
         pass
+    with pytest.raises(ValueError, match=">= 0"), routing(net, task_ids=torch.tensor([-1])):
+        pass
     outer, inner = torch.tensor([1]), torch.tensor([0])
     with routing(net, task_ids=outer):
         with routing(net, task_ids=inner):
@@ -450,3 +452,19 @@ def test_collect_aux_weights_losses_and_stats():
     assert aux.layers["0"]["mean_active"] == 2.0
     assert aux.layers["0"]["load"].shape == (4,)
     assert aux.loss.requires_grad
+
+
+def test_conv1d_merge_roundtrip():
+    torch.manual_seed(0)
+    layer = LoRAMoE(nn.Conv1d(4, 3, 1), LoRAMoEConfig(n_experts=2, rank=2, router="task",
+                                                        n_tasks=2))
+    _randomise(layer)
+    x = torch.randn(2, 4, 5)
+    weight = layer.base.weight.detach().clone()
+    ids = torch.tensor([1, 1])
+    with routing(layer, task_ids=ids):
+        expected = layer(x)
+        layer.merge(task_id=1)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+    layer.unmerge()
+    torch.testing.assert_close(layer.base.weight, weight, rtol=0, atol=1e-6)

@@ -288,7 +288,12 @@ class LoRAMoE(nn.Module):
 
         n_rows = sum(self.ranks)
         rows_a = max(self.ranks) if config.shared_A else n_rows
-        self.lora_A = nn.Parameter(torch.empty(rows_a, d_in, **factory))
+        A = torch.empty(rows_a, d_in)  # initialised on the CPU (where the generator lives)
+        if config.init == "kaiming":
+            nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)
+        else:
+            A.normal_(0.0, config.init_std, generator=generator)
+        self.lora_A = nn.Parameter(A.to(**factory))
         self.lora_B = nn.Parameter(torch.zeros(d_out, n_rows, **factory))
         expert_index = torch.repeat_interleave(torch.arange(self.n_experts),
                                                torch.tensor(self.ranks))
@@ -300,11 +305,6 @@ class LoRAMoE(nn.Module):
         scales = torch.tensor([config.alpha / d for d in denom], dtype=torch.float32)
         self.register_buffer("expert_scale", scales.to(weight.device), persistent=False)
         self._uniform_scale = float(scales[0]) if len(set(self.ranks)) == 1 else None
-        with torch.no_grad():
-            if config.init == "kaiming":
-                nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
-            else:
-                self.lora_A.normal_(0.0, config.init_std, generator=generator)
         self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
         router_dim = config.router_dim if config.router_dim is not None else d_in
@@ -322,6 +322,7 @@ class LoRAMoE(nn.Module):
                 torch.randn(self.n_experts, self.ranks[0], generator=generator).to(weight.device))
 
         self._route_task_ids: torch.Tensor | None = None
+        self._route_task_max = -1
         self._route_input: torch.Tensor | None = None
         self._merge_delta: torch.Tensor | None = None
         self.merged_task: int | None = None
@@ -422,6 +423,9 @@ class LoRAMoE(nn.Module):
         if ids.shape[0] != n_samples:
             raise ValueError(f"task_ids has {ids.shape[0]} entries but the input has "
                              f"{n_samples} samples")
+        if self.router.kind == "task" and self._route_task_max >= self.config.n_tasks:
+            raise ValueError(f"task_ids must lie in [0, {self.config.n_tasks}), got values "
+                             f"up to {self._route_task_max}")
         return ids.to(device)
 
     def gates(self, tokens: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -437,7 +441,10 @@ class LoRAMoE(nn.Module):
                     raise ValueError(f"router_input has {route_input.shape[0]} rows but the "
                                      f"input has {n_samples} samples")
                 rows = route_input.to(device)
-            out = self.router(rows, task_ids, bias)
+            if self.router.kind == "task":  # ids checked once by routing(): no device sync
+                out = self.router(rows, task_ids, bias, validate=False)
+            else:
+                out = self.router(rows, task_ids, bias)
             gates = _expand_per_sample(out.gates, n_samples, tokens.shape[0])
         else:
             out = self.router(tokens, task_ids, bias)
@@ -772,6 +779,7 @@ def routing(model: nn.Module, task_ids: torch.Tensor | None = None,
     layers = list(lora_layers(model).values())
     if not layers:
         raise ValueError("model has no LoRA-MoE layers: call inject(...) first")
+    task_max = -1
     if task_ids is not None:
         if not isinstance(task_ids, torch.Tensor):
             raise TypeError(f"task_ids must be a torch.Tensor, got {type(task_ids).__name__}")
@@ -780,6 +788,9 @@ def routing(model: nn.Module, task_ids: torch.Tensor | None = None,
             raise ValueError(f"task_ids must be a 1-D integer tensor (B,), got shape "
                              f"{tuple(task_ids.shape)} and dtype {task_ids.dtype}")
         task_ids = task_ids.long()
+        task_max = int(task_ids.max()) if task_ids.numel() else -1
+        if task_ids.numel() and int(task_ids.min()) < 0:
+            raise ValueError(f"task_ids must be >= 0, got a minimum of {int(task_ids.min())}")
     if router_input is not None:
         if not isinstance(router_input, torch.Tensor):
             raise TypeError(f"router_input must be a torch.Tensor, got "
@@ -794,14 +805,14 @@ def routing(model: nn.Module, task_ids: torch.Tensor | None = None,
             if layer.router.kind != "task" and layer.router.d_in != router_input.shape[1]:
                 raise ValueError(f"router_input has {router_input.shape[1]} features but the "
                                  f"layers route on {layer.router.d_in} (set router_dim)")
-    previous = [(m._route_task_ids, m._route_input) for m in layers]
+    previous = [(m._route_task_ids, m._route_task_max, m._route_input) for m in layers]
     for m in layers:
-        m._route_task_ids, m._route_input = task_ids, router_input
+        m._route_task_ids, m._route_task_max, m._route_input = task_ids, task_max, router_input
     try:
         yield
     finally:
-        for m, (ids, inp) in zip(layers, previous, strict=True):
-            m._route_task_ids, m._route_input = ids, inp
+        for m, (ids, top, inp) in zip(layers, previous, strict=True):
+            m._route_task_ids, m._route_task_max, m._route_input = ids, top, inp
 
 
 @dataclass
@@ -817,7 +828,7 @@ class AuxReport:
         Unweighted losses summed over layers, by kind.
     layers : dict of str to dict
         Per layer: ``losses`` (unweighted), ``active`` (tokens,) active experts per token,
-        ``mean_active`` (float), ``load`` (E,) share of tokens per expert, ``mean_gate`` (E,).
+        ``mean_active`` (0-d tensor), ``load`` (E,) share of tokens per expert, ``mean_gate`` (E,).
     """
 
     loss: torch.Tensor
@@ -841,7 +852,7 @@ def collect_aux(model: nn.Module) -> AuxReport:
             by_kind[kind] = by_kind.get(kind, 0.0) + value
         info: dict[str, Any] = {"losses": dict(layer.last_losses), **layer.last_stats}
         if "active" in layer.last_stats:
-            info["mean_active"] = float(layer.last_stats["active"].float().mean())
+            info["mean_active"] = layer.last_stats["active"].float().mean()
         stats[name] = info
     return AuxReport(total, by_kind, stats)
 

@@ -241,18 +241,21 @@ class TaskRouter(Router):
         with torch.no_grad():
             self.task_logits.normal_(0.0, 1.0, generator=generator)
 
-    def logits(self, rows: torch.Tensor | None, task_ids: torch.Tensor | None) -> torch.Tensor:
+    def logits(self, rows: torch.Tensor | None, task_ids: torch.Tensor | None,
+               validate: bool = True) -> torch.Tensor:
         if task_ids is None:
             raise ValueError("the task router needs task ids: wrap the forward in "
                              "routing(model, task_ids=...)")
-        if task_ids.numel() and (int(task_ids.min()) < 0 or int(task_ids.max()) >= self.n_tasks):
+        if validate and task_ids.numel() and (int(task_ids.min()) < 0
+                                              or int(task_ids.max()) >= self.n_tasks):
             raise ValueError(f"task_ids must lie in [0, {self.n_tasks}), got values in "
                              f"[{int(task_ids.min())}, {int(task_ids.max())}]")
         return self.task_logits.float().index_select(0, task_ids)
 
     def forward(self, rows: torch.Tensor | None, task_ids: torch.Tensor | None = None,
-                logit_bias: torch.Tensor | None = None) -> RouterOutput:
-        u = self.logits(rows, task_ids)
+                logit_bias: torch.Tensor | None = None, validate: bool = True) -> RouterOutput:
+        """Gates of the given task ids; ``validate=False`` skips the range check (a sync)."""
+        u = self.logits(rows, task_ids, validate)
         if logit_bias is not None:
             u = u + logit_bias
         return RouterOutput(torch.softmax(u, dim=-1))
