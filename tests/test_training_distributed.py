@@ -1,0 +1,207 @@
+"""Scale-out training: ``train`` under ``torchrun --nproc-per-node 2`` (CPU, gloo).
+
+One torchrun launch (module fixture) runs every scenario of ``tests/distributed_worker.py`` in
+the same two processes, which also exercises several ``train`` calls per process; the tests
+compare what each rank recorded with each other and with a single-process run of the same
+global batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mola_ts.training import (
+    _Replicas,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+    train,
+)
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+SCENARIOS = ("exact", "method", "shuffled", "stopping", "nonfinite")
+_spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
+worker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(worker)
+
+
+def run_torchrun(out: Path, scenarios, nproc: int = 2, timeout: float = 400.0) -> None:
+    """Launch the worker with torchrun; kill the whole process tree if it overruns."""
+    # --standalone: a local rendezvous on a free port chosen by the launcher itself
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node", str(nproc), str(WORKER), str(out), *scenarios]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MOLA_TS_NO_PROGRESS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{log[-4000:]}")
+    assert proc.returncode == 0, f"torchrun failed:\n{log[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """``ranks(name)`` -> (rank 0's record, rank 1's record) of one scenario."""
+    out = tmp_path_factory.mktemp("torchrun")
+    run_torchrun(out, SCENARIOS)
+
+    def load(name):
+        return tuple(torch.load(out / f"{name}_rank{r}.pt", weights_only=False) for r in (0, 1))
+
+    load.out = out
+    return load
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def single_process(build):
+    model, data, kwargs = build()
+    return model, train(model, data, **kwargs)
+
+
+@pytest.mark.parametrize("scenario, build", [("exact", worker.build_exact),
+                                             ("method", worker.build_method)])
+def test_torchrun_equals_single_process_with_the_same_global_batch(ranks, scenario, build):
+    r0, r1 = ranks(scenario)
+    assert_same_state(r0["state"], r1["state"])
+    assert r0["history"] == r1["history"]
+    # each rank trained on its own half: rows 0, 2, 4... and 1, 3, 5..., in batches of 16 / 2
+    x, _ = worker.regression_data(64, 0)
+    assert [len(b) for b in r0["seen"]] == [8] * 16
+    torch.testing.assert_close(torch.cat(r0["seen"][:4]), x[0::2, 0], rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat(r1["seen"][:4]), x[1::2, 0], rtol=0, atol=0)
+    # unshuffled, global batch k is rows [16k, 16k + 16) in both runs: same gradients, same
+    # weights up to float summation order (also for the loss that bypasses DDP's forward)
+    model, result = single_process(build)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(r0["state"][key], value, rtol=1e-5, atol=1e-6)
+    for ddp, ref in zip(r0["history"], result.history, strict=True):
+        assert ddp["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+        assert ddp["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+    # the frozen base never moved, the never-used parameter got no update on either side
+    torch.testing.assert_close(r0["state"]["never_used"], torch.zeros(3), rtol=0, atol=0)
+    assert not torch.equal(r0["state"]["a.weight"], build()[0].a.weight.detach())
+
+
+def test_torchrun_shuffled_validation_loss_is_close_to_single_process(ranks):
+    r0, r1 = ranks("shuffled")
+    assert_same_state(r0["state"], r1["state"])
+    assert r0["history"] == r1["history"]
+    n_items = len(worker.window_data(400, 0))
+    epochs = len(r0["history"])
+    for epoch in range(epochs):  # 13 per-rank batches of 16 windows per epoch
+        mine = torch.cat(r0["fetched"][13 * epoch : 13 * (epoch + 1)])
+        theirs = torch.cat(r1["fetched"][13 * epoch : 13 * (epoch + 1)])
+        assert len(mine) == len(theirs) == n_items // 2
+        assert sorted(torch.cat([mine, theirs]).tolist()) == list(range(n_items))
+    assert len(r0["fetched"]) == 13 * epochs
+    first, second = torch.cat(r0["fetched"][:13]), torch.cat(r0["fetched"][13:26])
+    assert not torch.equal(first, second)  # set_epoch reshuffled
+    _, result = single_process(worker.build_shuffled)
+    final, reference = r0["history"][-1]["val_loss"], result.history[-1]["val_loss"]
+    assert final < r0["history"][0]["val_loss"] / 10
+    assert final == pytest.approx(reference, rel=0.1)
+
+
+def test_torchrun_early_stopping_restores_the_same_best_weights_and_only_rank0_saves(ranks):
+    r0, r1 = ranks("stopping")
+    assert r0["stopped_early"] and r1["stopped_early"]
+    assert r0["best_epoch"] == r1["best_epoch"]
+    assert len(r0["history"]) == r0["best_epoch"] + 2  # patience 2
+    assert r0["history"] == r1["history"]
+    # restored best weights and BatchNorm statistics: identical on both ranks
+    assert_same_state(r0["state"], r1["state"])
+    assert (ranks.out / "stopping_ckpt_rank0.pt").is_file()
+    assert not (ranks.out / "stopping_ckpt_rank1.pt").exists()
+    checkpoint = torch.load(ranks.out / "stopping_ckpt_rank0.pt", weights_only=True)
+    assert_same_state(checkpoint, r0["state"])  # plain module keys, no "module." prefix
+    assert r0["seen_main"] == [True] * len(r0["history"])
+    assert r1["seen_main"] == [False] * len(r1["history"])
+    # a second train call in the same processes (new process group) stays in step too
+    assert_same_state(r0["second_state"], r1["second_state"])
+    assert r0["second_history"] == r1["second_history"]
+    # and afterwards a backward pass is local again (no DDP hook left on the parameters)
+    assert not torch.equal(r0["local_grad"], r1["local_grad"])
+
+
+def test_torchrun_nonfinite_loss_on_one_rank_stops_every_rank(ranks):
+    r0, r1 = ranks("nonfinite")
+    assert r0["error"] is not None and "epoch 1, batch 1" in r0["error"]
+    assert r0["error"] == r1["error"]
+    assert not torch.equal(r0["local_grad"], r1["local_grad"])
+    assert_same_state(r0["state"], r1["state"])
+
+
+def test_torchrun_rank_helpers(ranks):
+    r0, r1 = ranks("exact")
+    assert (r0["rank"], r0["world_size"], r0["main"], r0["distributed"]) == (0, 2, True, True)
+    assert (r1["rank"], r1["world_size"], r1["main"], r1["distributed"]) == (1, 2, False, True)
+
+
+def test_rank_helpers_read_the_launch_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert (get_rank(), get_world_size(), is_distributed(), is_main_process()) == (
+        0, 1, False, True)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert (get_rank(), get_world_size(), is_distributed(), is_main_process()) == (
+        1, 2, True, False)
+
+
+def test_launch_errors_name_what_is_missing(monkeypatch):
+    x, y = worker.regression_data(16, 0)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="not launched by torchrun"):
+        train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward, distributed=True)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT is not"):
+        train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward)
+
+
+def test_distributed_false_trains_this_process_alone_under_a_launch(monkeypatch):
+    x, y = worker.regression_data(32, 0)
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(4, 1)
+    expected = train(reference, (x, y), loss_fn=worker.mse_forward, epochs=2).history
+    # a launch whose peers do not exist: any attempt to connect would fail or hang
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
+                        ("MASTER_PORT", "9")):
+        monkeypatch.setenv(name, value)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    result = train(model, (x, y), loss_fn=worker.mse_forward, epochs=2, distributed=False)
+    assert result.history == expected
+    assert torch.equal(model.weight, reference.weight)
+    assert not torch.distributed.is_initialized()
+
+
+def test_global_batch_is_split_over_the_ranks_rounding_up():
+    replicas = object.__new__(_Replicas)
+    replicas.rank, replicas.world_size = 0, 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert replicas.local_batch_size(32) == 8
+    with pytest.warns(UserWarning, match="global batch of 12"):
+        assert replicas.local_batch_size(10) == 3
