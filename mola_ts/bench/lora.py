@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--scope", choices=["layer", "delta", "both"], default="both")
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions (median)")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="summary of the repetitions (min is robust on a busy machine)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -130,9 +132,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _time(steps: dict[str, Callable[[], None]], modes: dict[str, str], device: torch.device,
-          warmup: int, repeats: int) -> dict[str, float]:
-    """Median milliseconds per step; the implementations take turns at every repetition, so
-    that a busy machine slows them alike."""
+          warmup: int, repeats: int, stat: str = "median") -> dict[str, float]:
+    """Milliseconds per step (median or min); the implementations take turns at every
+    repetition, so that a busy machine slows them alike."""
     for name, step in steps.items():
         with _kernels(modes[name]):
             for _ in range(warmup):
@@ -146,7 +148,8 @@ def _time(steps: dict[str, Callable[[], None]], modes: dict[str, str], device: t
                 step()
                 _sync(device)
                 times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    summary = statistics.median if stat == "median" else min
+    return {name: 1e3 * summary(t) for name, t in times.items()}
 
 
 def _peak_mb(step: Callable[[], None], device: torch.device) -> float:
@@ -200,7 +203,7 @@ def _build(router: str, d: int, experts: int, rank: int, top_k: int, device: tor
 
 def benchmark(tokens: int, d: int, experts: int, rank: int, router: str, top_k: int,
               scope: str, device: torch.device, warmup: int, repeats: int,
-              seed: int) -> list[dict[str, object]]:
+              seed: int, stat: str = "median") -> list[dict[str, object]]:
     """Rows of the results table for one configuration."""
     layer, plain = _build(router, d, experts, rank, top_k, device, seed)
     x = torch.randn(tokens, d, device=device).requires_grad_(True)
@@ -212,7 +215,7 @@ def benchmark(tokens: int, d: int, experts: int, rank: int, router: str, top_k: 
             impls.insert(1, "triton")
     steps = {impl: _step_fn(impl, layer, plain, x, scope) for impl in impls}
     modes = {impl: "triton" if impl == "triton" else "reference" for impl in impls}
-    times = _time(steps, modes, device, warmup, repeats)
+    times = _time(steps, modes, device, warmup, repeats, stat)
     rows = []
     for impl in impls:
         with _kernels(modes[impl]):
@@ -261,12 +264,12 @@ def run(args: argparse.Namespace) -> int:
                 for scope in scopes:
                     rows += benchmark(tokens, args.d, args.experts, args.rank, router,
                                       args.top_k, scope, device, args.warmup, args.repeats,
-                                      args.seed)
+                                      args.seed, args.stat)
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, median of "
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.stat} of "
           f"{args.repeats} interleaved forward+backward passes; 'layer' rows include the frozen "
           "base matmul, '_delta' rows time the adapter branch alone")
     _print_table(rows)

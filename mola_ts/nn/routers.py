@@ -347,8 +347,11 @@ class LambdaMLP(nn.Module):
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """(n, d_in) -> (n,) lambda in float32."""
-        h = torch.relu(_float_linear(rows, self.w1, self.b1))
-        return F.logsigmoid(_float_linear(h, self.w2, self.b2)).squeeze(-1) + 0.99
+        return self.head(_float_linear(rows, self.w1, self.b1))
+
+    def head(self, pre: torch.Tensor) -> torch.Tensor:
+        """lambda from the hidden pre-activations ``pre = W1 x + b1`` (n, hidden)."""
+        return F.logsigmoid(_float_linear(torch.relu(pre), self.w2, self.b2)).squeeze(-1) + 0.99
 
 
 class LDMoLERouter(SoftmaxRouter):
@@ -383,10 +386,18 @@ class LDMoLERouter(SoftmaxRouter):
 
     def forward(self, rows: torch.Tensor | None, task_ids: torch.Tensor | None = None,
                 logit_bias: torch.Tensor | None = None) -> RouterOutput:
-        u = self.logits(rows, task_ids)
+        if rows is None:
+            raise ValueError("the ldmole router needs a routing input")
+        if rows.shape[-1] != self.d_in:
+            self.logits(rows, task_ids)  # raises the shape error
+        # the router logits and the lambda MLP's first layer read the same input: one matmul
+        mlp = self.lambda_mlp
+        weight = torch.cat([self.weight.float(), mlp.w1.float()])
+        bias = torch.cat([mlp.b1.new_zeros(self.n_experts, dtype=torch.float32), mlp.b1.float()])
+        both = F.linear(rows.float(), weight, bias)
+        u, lam = both[:, :self.n_experts], mlp.head(both[:, self.n_experts:])
         if logit_bias is not None:
             u = u + logit_bias
-        lam = self.lambda_mlp(rows)
         p = sparsegen(u, lam)
         lower = sparsity_lower_bound(u, self.sparsity_k)
         sparse_loss = torch.relu(lower - lam).mean()  # lower = -inf when k >= E: loss 0
