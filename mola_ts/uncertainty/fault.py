@@ -201,15 +201,18 @@ class FaultProbability(BaseEstimator):
                     np.log(stats.beta.ppf(1.0 - a, ge + 0.5, n - ge + 0.5)))
         # tail: log p = log tau - L(xi, (s - u) / sigma) at the MLE, and its range over the
         # Laplace credible ellipsoid of (log tau, log sigma, xi) (xi kept >= 0)
+        above = s > self.threshold_
         excess = np.maximum(s - self.threshold_, 0.0)
         log_p = np.log(self.tau_) - _gpd_log_ratio(self.xi_, excess / self.sigma_)
-        params = self._credible_params()  # (K, D, 3)
-        log_tau, log_sigma, xi = (params[None, :, :, j] for j in range(3))
-        t = excess[:, :, None] / np.exp(log_sigma)
-        surface = log_tau - _gpd_log_ratio(xi, t)  # (n, K, D)
-        tail = (log_p, np.minimum(surface.min(axis=2), log_p),
-                np.minimum(np.maximum(surface.max(axis=2), log_p), 0.0))
-        above = s > self.threshold_
+        tail = (log_p, log_p.copy(), log_p.copy())
+        rows = above.any(axis=1)  # the band's surface only where some statistic is in the tail
+        if rows.any():
+            params = self._credible_params()  # (K, D, 3)
+            log_tau, log_sigma, xi = (params[None, :, :, j] for j in range(3))
+            t = excess[rows][:, :, None] / np.exp(log_sigma)
+            surface = log_tau - _gpd_log_ratio(xi, t)  # (rows, K, D)
+            tail[1][rows] = np.minimum(surface.min(axis=2), log_p[rows])
+            tail[2][rows] = np.minimum(np.maximum(surface.max(axis=2), log_p[rows]), 0.0)
         out = []
         for body_part, tail_part in zip(body, tail, strict=True):
             part = np.where(above, tail_part, body_part)

@@ -82,9 +82,8 @@ def _as_tensor(x, name: str, dtype: torch.dtype) -> torch.Tensor:
             raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
         x = torch.as_tensor(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch Tensor or a numpy array, got {type(x).__name__}"
-        )
+        raise TypeError(f"{name} must be a torch Tensor or a numpy array (a tuple of them for "
+                        f"several model inputs), got {type(x).__name__}")
     return x.to(dtype) if x.is_floating_point() else x
 
 
@@ -203,7 +202,7 @@ class LastLayerLaplace(BaseEstimator):
             batches = ((b[:-1], b[-1]) for b in iterate_batches(X, self.batch_size,
                                                                  device=device))
         else:
-            parts = list(X) if isinstance(X, (tuple, list)) else [X]
+            parts = list(X) if isinstance(X, tuple) else [X]
             if not parts:
                 raise ValueError("X is an empty sequence of inputs")
             tensors = [_as_tensor(t, f"X[{i}]" if len(parts) > 1 else "X", dtype)
@@ -270,7 +269,7 @@ class LastLayerLaplace(BaseEstimator):
 
         Parameters
         ----------
-        X : Tensor, ndarray, tuple of them (several model inputs), or torch Dataset
+        X : Tensor, ndarray, a tuple of them (several model inputs), or a torch Dataset
             Model inputs. A Dataset yields ``(inputs..., target)`` batches, as in training.
         y : Tensor or ndarray, optional
             Targets with the shape of the model's output (required unless X is a Dataset).
@@ -281,6 +280,13 @@ class LastLayerLaplace(BaseEstimator):
         self.n_features_ = head.in_features
         self.n_outputs_ = head.out_features
         d_full = self.n_features_ + int(self.has_bias_)
+        n_params = self.n_outputs_ * d_full
+        if self.structure == "full" and n_params > MAX_FULL_PARAMETERS:
+            raise ValueError(
+                f"structure='full' builds a dense {n_params} x {n_params} covariance; the head "
+                f"has {n_params} parameters (limit {MAX_FULL_PARAMETERS}); use "
+                "structure='kron', which is exact for a linear head"
+            )
         gram = torch.zeros(d_full, d_full, dtype=torch.float64)
         rss = torch.zeros(self.n_outputs_, dtype=torch.float64)
         rows = 0
@@ -390,14 +396,7 @@ class LastLayerLaplace(BaseEstimator):
         return 1.0 / (self.eigenvalues_[None, :] / s[:, None] + self.prior_precision_)
 
     def _dense_covariance(self) -> np.ndarray:
-        d_full, m = self.gram_.shape[0], self.n_outputs_
-        p = m * d_full
-        if p > MAX_FULL_PARAMETERS:
-            raise ValueError(
-                f"structure='full' builds a dense {p} x {p} covariance; the head has {p} "
-                f"parameters (limit {MAX_FULL_PARAMETERS}); use structure='kron', which is exact "
-                "for a linear head"
-            )
+        p = self.theta_.size
         s = self._noise_sigma() ** 2
         precision = np.kron(np.diag(1.0 / s), self.gram_) + self.prior_precision_ * np.eye(p)
         return cho_solve(cho_factor(precision, lower=True), np.eye(p))

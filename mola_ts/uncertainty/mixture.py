@@ -90,9 +90,6 @@ class LaplaceMixture(BaseEstimator):
                              batch_size=self.batch_size).fit(X, y)
             for model in self.models
         ]
-        shapes = {c.n_outputs_ for c in self.components_}
-        if len(shapes) > 1:
-            raise ValueError(f"the models' heads have different output sizes {sorted(shapes)}")
         self.n_components_ = len(self.components_)
         return self
 
