@@ -17,6 +17,13 @@ def _features(body: nn.Module, X: torch.Tensor) -> np.ndarray:
     return np.hstack([phi, np.ones((len(phi), 1))])
 
 
+def _set_head(head: nn.Linear, stacked: np.ndarray) -> None:
+    """Load ``[W^T; b]`` (features + 1 rows, one column per output) into the head."""
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(stacked[:-1].T))
+        head.bias.copy_(torch.from_numpy(stacked[-1]))
+
+
 def _exact_posterior(phi: np.ndarray, Y: np.ndarray, lam: float, sigma: float):
     """Bayesian linear regression, prior N(0, I / lam), noise sigma: covariance and mean."""
     cov = np.linalg.inv(phi.T @ phi / sigma**2 + lam * np.eye(phi.shape[1]))
@@ -35,9 +42,7 @@ def blr():
     rng = np.random.default_rng(0)
     Y = phi @ rng.normal(size=(6, 2)) + SIGMA * rng.standard_normal((300, 2))
     cov, mean = _exact_posterior(phi, Y, LAMBDA, SIGMA)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(mean[:5].T))
-        head.bias.copy_(torch.from_numpy(mean[5]))
+    _set_head(head, mean)
     return net, body, X, Y, cov, mean
 
 
@@ -75,9 +80,7 @@ def test_diag_is_exact_for_orthogonal_features_and_approximate_otherwise(blr):
     Y = X @ np.array([[1.0], [-2.0], [0.5]]) + 0.7 + SIGMA * rng.standard_normal((200, 1))
     phi = np.hstack([X, np.ones((200, 1))])
     cov, mean = _exact_posterior(phi, Y, LAMBDA, SIGMA)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(mean[:3].T))
-        head.bias.copy_(torch.from_numpy(mean[3]))
+    _set_head(head, mean)
     la = LastLayerLaplace(head, structure="diag", prior_precision=LAMBDA, sigma_noise=SIGMA,
                           tune=False).fit(X, Y)
     np.testing.assert_allclose(la.posterior_covariance(), cov, atol=1e-12)
@@ -117,9 +120,7 @@ def test_evidence_tuning_increases_the_evidence_and_finds_its_maximum():
     true_sigma = 0.2
     Y = phi @ rng.normal(size=(7, 1)) + true_sigma * rng.standard_normal((2000, 1))
     _, mean = _exact_posterior(phi, Y, 1.0, true_sigma)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(mean[:6].T))
-        head.bias.copy_(torch.from_numpy(mean[6]))
+    _set_head(head, mean)
     for structure in ("kron", "diag"):
         fixed = LastLayerLaplace(net, structure=structure, prior_precision=100.0,
                                  sigma_noise=1.0, tune=False).fit(X, Y)
@@ -147,9 +148,7 @@ def test_per_output_noise_is_recovered():
     Y = X @ rng.normal(size=(4, 3)) + noise * rng.standard_normal((3000, 3))
     head = nn.Linear(4, 3).double()
     W, *_ = np.linalg.lstsq(np.hstack([X, np.ones((3000, 1))]), Y, rcond=None)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(W[:4].T))
-        head.bias.copy_(torch.from_numpy(W[4]))
+    _set_head(head, W)
     la = LastLayerLaplace(head, noise="per_output").fit(X, Y)
     np.testing.assert_allclose(la.sigma_noise_, noise, rtol=0.05)
     shared = LastLayerLaplace(head).fit(X, Y)

@@ -192,8 +192,7 @@ class LastLayerLaplace(BaseEstimator):
     def _passes(self, X, y, *, with_target: bool
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """Yield ``(phi, f, target)`` per batch: the head's input and output, and y (float64)."""
-        _, head = _find_head(self.model, self.head_name_ if hasattr(self, "head_name_")
-                             else self.last_layer)
+        _, head = _find_head(self.model, self.head_name_)
         device, dtype = head.weight.device, head.weight.dtype
         if isinstance(X, torch.utils.data.Dataset):
             if y is not None:
@@ -211,6 +210,9 @@ class LastLayerLaplace(BaseEstimator):
                 if y is None:
                     raise ValueError("y is required unless X is a torch Dataset")
                 tensors.append(_as_tensor(y, "y", dtype))
+                n_bad = int((~torch.isfinite(tensors[-1])).sum())
+                if n_bad:
+                    raise ValueError(f"y holds {n_bad} NaN/inf values")
             sizes = {len(t) if t.ndim else 0 for t in tensors}
             if len(sizes) != 1:
                 names = [f"X[{i}]" for i in range(len(parts))] + (["y"] if with_target else [])
@@ -228,31 +230,31 @@ class LastLayerLaplace(BaseEstimator):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
-                for inputs, target in batches:
-                    captured.clear()
+            for inputs, target in batches:
+                captured.clear()
+                with torch.no_grad():
                     out = self.model(*inputs)
-                    if len(captured) != 1:
-                        raise ValueError(f"the head {self.head_name_ or 'model'!r} ran "
-                                         f"{len(captured)} times in one forward pass; "
-                                         "it must run exactly once")
-                    phi, f = captured[0]
-                    if out is not f and not (isinstance(out, torch.Tensor) and out.shape == f.shape
-                                             and torch.equal(out, f)):
-                        raise ValueError(
-                            f"the model's output is not the output of its last nn.Linear "
-                            f"{self.head_name_ or 'model'!r}: the model must end with that "
-                            "layer (pass the head and its input features for an explicit split)"
-                        )
-                    if with_target:
-                        if target.shape != f.shape:
-                            raise ValueError(f"y has per-batch shape {tuple(target.shape)} but "
-                                             f"the model outputs {tuple(f.shape)}")
-                        n_bad = int((~torch.isfinite(target)).sum())
-                        if n_bad:
-                            raise ValueError(f"y holds {n_bad} NaN/inf values")
-                        target = target.double()
-                    yield phi.double(), f.double(), target
+                if len(captured) != 1:
+                    raise ValueError(f"the head {self.head_name_ or 'model'!r} ran "
+                                     f"{len(captured)} times in one forward pass; "
+                                     "it must run exactly once")
+                phi, f = captured[0]
+                if out is not f and not (isinstance(out, torch.Tensor) and out.shape == f.shape
+                                         and torch.equal(out, f)):
+                    raise ValueError(
+                        f"the model's output is not the output of its last nn.Linear "
+                        f"{self.head_name_ or 'model'!r}: the model must end with that "
+                        "layer (pass the head and its input features for an explicit split)"
+                    )
+                if with_target:
+                    if target.shape != f.shape:
+                        raise ValueError(f"y has per-batch shape {tuple(target.shape)} but "
+                                         f"the model outputs {tuple(f.shape)}")
+                    n_bad = int((~torch.isfinite(target)).sum())
+                    if n_bad:
+                        raise ValueError(f"y holds {n_bad} NaN/inf values")
+                    target = target.double()
+                yield phi.double(), f.double(), target
         finally:
             handle.remove()
             self.model.train(was_training)

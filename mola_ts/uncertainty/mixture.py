@@ -83,13 +83,8 @@ class LaplaceMixture(BaseEstimator):
             if not isinstance(model, nn.Module):
                 raise TypeError(f"models[{i}] must be a torch.nn.Module, got "
                                 f"{type(model).__name__}")
-        self.components_ = [
-            LastLayerLaplace(model, last_layer=self.last_layer, structure=self.structure,
-                             prior_precision=self.prior_precision, sigma_noise=self.sigma_noise,
-                             noise=self.noise, tune=self.tune,
-                             batch_size=self.batch_size).fit(X, y)
-            for model in self.models
-        ]
+        shared = {k: v for k, v in self.get_params(deep=False).items() if k != "models"}
+        self.components_ = [LastLayerLaplace(model, **shared).fit(X, y) for model in self.models]
         self.n_components_ = len(self.components_)
         return self
 
