@@ -253,17 +253,21 @@ def crps_mixture(y_true, means, variances, weights=None, *, average: bool = True
     return _average(spread - 0.5 * np.sum(pair_w * pair, axis=(-2, -1)), average)
 
 
-def _interval(y_true, lower, upper) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = _target(y_true)
+def _bounds(lower, upper, shape: tuple[int, ...] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Validated interval bounds: same shape (``shape`` when given, y_true's), lower <= upper."""
     lo = _float_array(lower, "lower")
     hi = _float_array(upper, "upper")
-    for name, arr in (("lower", lo), ("upper", hi)):
-        if arr.shape != y.shape:
-            raise ValueError(f"{name} has shape {arr.shape} but y_true has shape {y.shape}")
+    if hi.shape != lo.shape:
+        raise ValueError(f"upper has shape {hi.shape} but lower has shape {lo.shape}")
+    if shape is not None and lo.shape != shape:
+        raise ValueError(f"lower and upper have shape {lo.shape} but y_true has shape {shape}")
+    if lo.size == 0:
+        raise ValueError("lower and upper are empty")
     n_cross = int((lo > hi).sum())
     if n_cross:
         raise ValueError(f"lower must be <= upper; {n_cross} intervals have lower > upper")
-    return y, lo, hi
+    return lo, hi
 
 
 def _check_coverage(coverage, name: str = "coverage") -> float:
@@ -276,14 +280,14 @@ def _check_coverage(coverage, name: str = "coverage") -> float:
 
 def interval_coverage(y_true, lower, upper) -> float:
     """Prediction interval coverage probability (PICP): share of points inside [lower, upper]."""
-    y, lo, hi = _interval(y_true, lower, upper)
+    y = _target(y_true)
+    lo, hi = _bounds(lower, upper, y.shape)
     return float(np.mean((y >= lo) & (y <= hi)))
 
 
 def interval_width(lower, upper) -> float:
     """Mean width ``upper - lower`` of the prediction intervals (in the units of ``y``)."""
-    lo = _float_array(lower, "lower")
-    _, lo, hi = _interval(lo, lo, upper)
+    lo, hi = _bounds(lower, upper)
     return float(np.mean(hi - lo))
 
 
@@ -293,7 +297,8 @@ def interval_score(y_true, lower, upper, coverage: float) -> float:
     ``(u - l) + (2 / a) (l - y) 1[y < l] + (2 / a) (y - u) 1[y > u]`` with ``a = 1 - coverage``:
     the width plus a penalty for every miss, proper for the (a/2, 1 - a/2) quantiles.
     """
-    y, lo, hi = _interval(y_true, lower, upper)
+    y = _target(y_true)
+    lo, hi = _bounds(lower, upper, y.shape)
     a = 1.0 - _check_coverage(coverage)
     score = (hi - lo) + (2.0 / a) * np.maximum(lo - y, 0.0) + (2.0 / a) * np.maximum(y - hi, 0.0)
     return float(np.mean(score))

@@ -156,6 +156,8 @@ def test_inputs_are_validated_and_left_untouched():
         interval_coverage(y, [0.0, 2.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="upper has shape"):
         interval_width([0.0, 0.0], [1.0])
+    with pytest.raises(ValueError, match=r"y_true has shape \(2,\)"):
+        interval_coverage(y, [0.0], [1.0])
     with pytest.raises(ValueError, match=r"coverage must lie in \(0, 1\)"):
         interval_score(y, y, y + 1, coverage=90)
     with pytest.raises(TypeError, match="coverage must be a float"):

@@ -248,10 +248,10 @@ class GaussianMixture:
         cum = np.cumsum(self.weights, axis=-1)
         u = rng.random(shape)[..., None] * cum[..., -1:]
         k = np.minimum((u >= cum).sum(axis=-1), self.n_components - 1)[..., None]
-        mu = np.take_along_axis(np.broadcast_to(self.means, shape + (self.n_components,)), k, -1)
-        var = np.take_along_axis(np.broadcast_to(self.variances, mu.shape[:-1] +
-                                                 (self.n_components,)), k, -1)
-        return (mu + np.sqrt(var) * rng.standard_normal(mu.shape))[..., 0]
+        full = shape + (self.n_components,)
+        mu = np.take_along_axis(np.broadcast_to(self.means, full), k, axis=-1)[..., 0]
+        var = np.take_along_axis(np.broadcast_to(self.variances, full), k, axis=-1)[..., 0]
+        return mu + np.sqrt(var) * rng.standard_normal(shape)
 
     def __repr__(self) -> str:
         return f"GaussianMixture(batch_shape={self.batch_shape}, n_components={self.n_components})"
