@@ -116,7 +116,7 @@ class FaultProbability(BaseEstimator):
         In-control samples seen in fit, and statistics per sample (K).
     in_control_ : ndarray of shape (n, K)
         The validation statistics, sorted per column (for the empirical body).
-    threshold_, tau_, sigma_, xi_ : ndarray of shape (K,)
+    tail_threshold_, tau_, sigma_, xi_ : ndarray of shape (K,)
         Tail threshold ``u``, share above it, and the fitted GPD scale and shape.
     n_excesses_ : ndarray of shape (K,)
         Validation values above ``u``.
@@ -179,7 +179,7 @@ class FaultProbability(BaseEstimator):
             counts.append(len(excess))
         self.n_samples_, self.n_statistics_ = s.shape
         self.in_control_ = np.sort(s, axis=0)
-        self.threshold_, self.tau_, self.sigma_, self.xi_ = map(np.asarray,
+        self.tail_threshold_, self.tau_, self.sigma_, self.xi_ = map(np.asarray,
                                                                (threshold, tau, sigma, xi))
         self.n_excesses_ = np.asarray(counts)
         return self
@@ -201,8 +201,8 @@ class FaultProbability(BaseEstimator):
                     np.log(stats.beta.ppf(1.0 - a, ge + 0.5, n - ge + 0.5)))
         # tail: log p = log tau - L(xi, (s - u) / sigma) at the MLE, and its range over the
         # Laplace credible ellipsoid of (log tau, log sigma, xi) (xi kept >= 0)
-        above = s > self.threshold_
-        excess = np.maximum(s - self.threshold_, 0.0)
+        above = s > self.tail_threshold_
+        excess = np.maximum(s - self.tail_threshold_, 0.0)
         log_p = np.log(self.tau_) - _gpd_log_ratio(self.xi_, excess / self.sigma_)
         tail = (log_p, log_p.copy(), log_p.copy())
         rows = above.any(axis=1)  # the band's surface only where some statistic is in the tail
