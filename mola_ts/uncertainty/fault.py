@@ -179,8 +179,8 @@ class FaultProbability(BaseEstimator):
             counts.append(len(excess))
         self.n_samples_, self.n_statistics_ = s.shape
         self.in_control_ = np.sort(s, axis=0)
-        self.tail_threshold_, self.tau_, self.sigma_, self.xi_ = map(np.asarray,
-                                                               (threshold, tau, sigma, xi))
+        self.tail_threshold_, self.tau_ = np.asarray(threshold), np.asarray(tau)
+        self.sigma_, self.xi_ = np.asarray(sigma), np.asarray(xi)
         self.n_excesses_ = np.asarray(counts)
         return self
 
