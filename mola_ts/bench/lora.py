@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions (median)")
     parser.add_argument("--stat", choices=["median", "min"], default="median",
                         help="summary of the repetitions (min is robust on a busy machine)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall-clock time, or the CPU time of this process (all threads; "
+                             "less sensitive to other processes on a shared machine)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -132,22 +135,24 @@ def _sync(device: torch.device) -> None:
 
 
 def _time(steps: dict[str, Callable[[], None]], modes: dict[str, str], device: torch.device,
-          warmup: int, repeats: int, stat: str = "median") -> dict[str, float]:
+          warmup: int, repeats: int, stat: str = "median",
+          clock: str = "wall") -> dict[str, float]:
     """Milliseconds per step (median or min); the implementations take turns at every
     repetition, so that a busy machine slows them alike."""
     for name, step in steps.items():
         with _kernels(modes[name]):
             for _ in range(warmup):
                 step()
+    now = time.perf_counter if clock == "wall" else time.process_time
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
             with _kernels(modes[name]):
                 _sync(device)
-                start = time.perf_counter()
+                start = now()
                 step()
                 _sync(device)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(now() - start)
     summary = statistics.median if stat == "median" else min
     return {name: 1e3 * summary(t) for name, t in times.items()}
 
@@ -203,7 +208,7 @@ def _build(router: str, d: int, experts: int, rank: int, top_k: int, device: tor
 
 def benchmark(tokens: int, d: int, experts: int, rank: int, router: str, top_k: int,
               scope: str, device: torch.device, warmup: int, repeats: int,
-              seed: int, stat: str = "median") -> list[dict[str, object]]:
+              seed: int, stat: str = "median", clock: str = "wall") -> list[dict[str, object]]:
     """Rows of the results table for one configuration."""
     layer, plain = _build(router, d, experts, rank, top_k, device, seed)
     x = torch.randn(tokens, d, device=device).requires_grad_(True)
@@ -215,7 +220,7 @@ def benchmark(tokens: int, d: int, experts: int, rank: int, router: str, top_k: 
             impls.insert(1, "triton")
     steps = {impl: _step_fn(impl, layer, plain, x, scope) for impl in impls}
     modes = {impl: "triton" if impl == "triton" else "reference" for impl in impls}
-    times = _time(steps, modes, device, warmup, repeats, stat)
+    times = _time(steps, modes, device, warmup, repeats, stat, clock)
     rows = []
     for impl in impls:
         with _kernels(modes[impl]):
@@ -264,12 +269,13 @@ def run(args: argparse.Namespace) -> int:
                 for scope in scopes:
                     rows += benchmark(tokens, args.d, args.experts, args.rank, router,
                                       args.top_k, scope, device, args.warmup, args.repeats,
-                                      args.seed, args.stat)
+                                      args.seed, args.stat, args.clock)
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.stat} of "
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.clock} clock, "
+          f"{args.stat} of "
           f"{args.repeats} interleaved forward+backward passes; 'layer' rows include the frozen "
           "base matmul, '_delta' rows time the adapter branch alone")
     _print_table(rows)

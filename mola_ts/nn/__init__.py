@@ -37,6 +37,7 @@ from .lora import (
 from .routers import (
     ROUTERS,
     LambdaMLP,
+    LazyDict,
     LDMoLERouter,
     Router,
     RouterOutput,
@@ -78,6 +79,7 @@ __all__ = [
     "unmerge_adapters",
     "ROUTERS",
     "LambdaMLP",
+    "LazyDict",
     "LDMoLERouter",
     "Router",
     "RouterOutput",

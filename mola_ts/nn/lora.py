@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .kernels import gated_lora_delta
-from .routers import MASKED_LOGIT, ROUTERS, LambdaMLP, Router, build_router
+from .routers import MASKED_LOGIT, ROUTERS, LambdaMLP, LazyDict, Router, build_router
 
 if TYPE_CHECKING:  # pragma: no cover
     from .allocation import AllocationPlan
@@ -243,11 +243,13 @@ class LoRAMoE(nn.Module):
         (d_out, R) stacked expert output matrices (zero at init).
     router : Router
         The gate network; gates are computed in float32.
-    last_losses : dict
-        Unweighted auxiliary losses of the last forward.
-    last_stats : dict
-        Routing statistics of the last forward: ``active`` (tokens,) number of experts with a
-        non-zero gate, ``load`` (E,) share of tokens routed to each expert, ``mean_gate`` (E,).
+    last_losses : mapping
+        Unweighted auxiliary losses of the last forward (computed when first read: read them,
+        e.g. through :func:`collect_aux`, before ``backward``).
+    last_stats : mapping
+        Routing statistics of the last forward (computed when first read): ``active``
+        (tokens,) number of experts with a non-zero gate, ``load`` (E,) share of tokens routed
+        to each expert, ``mean_gate`` (E,).
 
     Examples
     --------
@@ -326,8 +328,8 @@ class LoRAMoE(nn.Module):
         self._route_input: torch.Tensor | None = None
         self._merge_delta: torch.Tensor | None = None
         self.merged_task: int | None = None
-        self.last_losses: dict[str, torch.Tensor] = {}
-        self.last_stats: dict[str, torch.Tensor] = {}
+        self.last_losses: Mapping[str, torch.Tensor] = LazyDict()
+        self.last_stats: Mapping[str, torch.Tensor] = LazyDict()
 
     # ------------------------------------------------------------------ properties
 
@@ -450,14 +452,14 @@ class LoRAMoE(nn.Module):
             out = self.router(tokens, task_ids, bias)
             gates = out.gates
         self.last_losses = out.losses
-        with torch.no_grad():
-            active = gates > 0
-            self.last_stats = {
-                "active": active.sum(dim=-1),
-                "load": active.float().mean(dim=0),
-                "mean_gate": gates.mean(dim=0),
-                **out.extras,
-            }
+        g = gates.detach()
+        extras = {k: (lambda v=v: v) for k, v in out.extras.items()}
+        self.last_stats = LazyDict({
+            "active": lambda: (g > 0).sum(dim=-1),
+            "load": lambda: (g > 0).float().mean(dim=0),
+            "mean_gate": lambda: g.mean(dim=0),
+            **extras,
+        })
         return gates
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
@@ -480,7 +482,7 @@ class LoRAMoE(nn.Module):
         out = self.base(x)
         if self.merged:
             self._check_merged_routing(x)
-            self.last_losses, self.last_stats = {}, {}
+            self.last_losses, self.last_stats = LazyDict(), LazyDict()
             return out
         return out + self.delta(x).to(out.dtype)
 

@@ -12,6 +12,7 @@ tested and reused on their own; the router modules are thin wrappers around it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 __all__ = [
     "ROUTERS",
     "RouterOutput",
+    "LazyDict",
     "Router",
     "TaskRouter",
     "SoftmaxRouter",
@@ -40,6 +42,33 @@ ROUTERS = ("task", "softmax", "topk", "ldmole")
 MASKED_LOGIT = -1e4
 
 
+class LazyDict(Mapping):
+    """A read-only mapping whose values are computed on first access, then cached.
+
+    Auxiliary losses and routing statistics are only worth computing when somebody reads them
+    (:func:`~mola_ts.nn.lora.collect_aux`): a forward pass stores the recipes, not the values.
+    Read the losses before ``backward`` so that their graph is still alive.
+    """
+
+    def __init__(self, makers: Mapping[str, Callable[[], torch.Tensor]] | None = None) -> None:
+        self._makers = dict(makers or {})
+        self._values: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._values:
+            self._values[key] = self._makers[key]()
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+    def __repr__(self) -> str:
+        return f"LazyDict({sorted(self._makers)})"
+
+
 @dataclass
 class RouterOutput:
     """What a router returns for ``n`` routing rows and ``E`` experts.
@@ -48,14 +77,15 @@ class RouterOutput:
     ----------
     gates : torch.Tensor
         (n, E) float32 dense gates, zero for inactive experts.
-    losses : dict of str to torch.Tensor
-        Unweighted auxiliary losses (scalars), e.g. ``{"balance": ..., "sparsity": ...}``.
+    losses : mapping of str to torch.Tensor
+        Unweighted auxiliary losses (scalars), e.g. ``{"balance": ..., "sparsity": ...}``,
+        computed when first read (a :class:`LazyDict`).
     extras : dict of str to torch.Tensor
         Detached diagnostics, e.g. the LD-MoLE ``lambda`` per row.
     """
 
     gates: torch.Tensor
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    losses: Mapping[str, torch.Tensor] = field(default_factory=LazyDict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -316,8 +346,12 @@ class TopKRouter(SoftmaxRouter):
         top_p, top_i = probs.topk(k, dim=-1)
         top_p = top_p / top_p.sum(dim=-1, keepdim=True)
         gates = torch.zeros_like(probs).scatter(-1, top_i, top_p)
-        dispatch = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, top_i, True)
-        return RouterOutput(gates, {"balance": load_balance_loss(probs, dispatch, "assignment")})
+
+        def balance() -> torch.Tensor:
+            dispatch = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, top_i, True)
+            return load_balance_loss(probs, dispatch, "assignment")
+
+        return RouterOutput(gates, LazyDict({"balance": balance}))
 
 
 class LambdaMLP(nn.Module):
@@ -399,9 +433,13 @@ class LDMoLERouter(SoftmaxRouter):
         if logit_bias is not None:
             u = u + logit_bias
         p = sparsegen(u, lam)
-        lower = sparsity_lower_bound(u, self.sparsity_k)
-        sparse_loss = torch.relu(lower - lam).mean()  # lower = -inf when k >= E: loss 0
-        losses = {"balance": load_balance_loss(p, p > 0, "token"), "sparsity": sparse_loss}
+
+        def sparsity() -> torch.Tensor:
+            lower = sparsity_lower_bound(u, self.sparsity_k)
+            return torch.relu(lower - lam).mean()  # lower = -inf when k >= E: loss 0
+
+        losses = LazyDict({"balance": lambda: load_balance_loss(p, p > 0, "token"),
+                           "sparsity": sparsity})
         return RouterOutput(p, losses, {"lambda": lam.detach()})
 
 
