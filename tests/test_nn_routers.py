@@ -11,6 +11,7 @@ import torch
 
 from mola_ts.nn import (
     LambdaMLP,
+    LazyDict,
     LDMoLERouter,
     TaskRouter,
     TopKRouter,
@@ -196,3 +197,19 @@ def test_ldmole_router_losses_and_lambda_init():
     assert float(g) < 0
     with pytest.raises(ValueError, match="input width"):
         LDMoLERouter(4, 3, mlp)
+
+
+def test_lazy_dict_computes_once_on_first_read():
+    calls = []
+
+    def make() -> torch.Tensor:
+        calls.append(1)
+        return torch.tensor(3.0)
+
+    lazy = LazyDict({"loss": make})
+    assert calls == [] and list(lazy) == ["loss"] and len(lazy) == 1
+    assert float(lazy["loss"]) == 3.0 and float(lazy["loss"]) == 3.0
+    assert calls == [1]
+    assert dict(lazy) == {"loss": torch.tensor(3.0)}
+    with pytest.raises(KeyError):
+        lazy["other"]
