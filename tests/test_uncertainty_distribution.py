@@ -60,6 +60,10 @@ def test_ppf_inverts_the_cdf(bimodal):
                                atol=1e-9)
     lo, hi = bimodal.ppf(0.0), bimodal.ppf(1.0)
     assert np.isneginf(lo).all() and np.isposinf(hi).all()
+    # far-apart modes: a flat CDF between them sends Newton astray; the bracket keeps it safe
+    apart = GaussianMixture([[-50.0, 50.0, 51.0]], [[1.0, 0.01, 4.0]], [0.3, 0.5, 0.2])
+    for level in (0.1, 0.31, 0.5, 0.9):
+        assert apart.cdf(apart.ppf(level))[0] == pytest.approx(level, rel=1e-7)
 
 
 def test_ppf_of_one_gaussian_is_exact():
