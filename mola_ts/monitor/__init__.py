@@ -1,1 +1,33 @@
-"""Placeholder package: see the issue tracker."""
+"""Process monitoring: the MOLA monitor, its building blocks and the PCA baselines.
+
+- :class:`MOLAMonitor`: multi-block orthogonal LSTM autoencoders, T^2 and quantile CUSUM on the
+  codes, Bayesian and order-weighted (W-BF) fusion, validation-set limits, streaming scoring.
+- :class:`PCAMonitor`, :class:`DPCAMonitor`: PCA / dynamic PCA with T^2 and SPE.
+- building blocks: :mod:`.olae`, :mod:`.charts`, :mod:`.fusion`, :mod:`.blocks`.
+"""
+
+from .blocks import TEP_BLOCKS, correlation_blocks, resolve_blocks
+from .charts import (
+    QuantileCUSUM,
+    control_limit,
+    empirical_limit,
+    fit_t2,
+    kde_limit,
+    quantile_edges,
+    spe_limit_jackson_mudholkar,
+    t2_limit_f,
+    t2_statistic,
+)
+from .fusion import OrderWeights, bayesian_combination, fault_probability
+from .mola import MOLAMonitor, MonitorStream
+from .olae import OLAE, ExactOLAE, code_orthogonality, olae_loss, weight_orthogonality
+from .pca import DPCAMonitor, PCAMonitor
+
+__all__ = [
+    "MOLAMonitor", "MonitorStream", "PCAMonitor", "DPCAMonitor", "TEP_BLOCKS",
+    "correlation_blocks", "resolve_blocks",
+    "QuantileCUSUM", "control_limit", "empirical_limit", "fit_t2", "kde_limit",
+    "quantile_edges", "spe_limit_jackson_mudholkar", "t2_limit_f", "t2_statistic",
+    "OrderWeights", "bayesian_combination", "fault_probability", "OLAE", "ExactOLAE",
+    "code_orthogonality", "olae_loss", "weight_orthogonality",
+]

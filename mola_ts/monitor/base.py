@@ -1,0 +1,98 @@
+"""What every monitor shares: input checks, the alarm rule and the detection-metric helpers.
+
+Sign convention (like pyod): ``score_samples`` is higher for more abnormal samples,
+``decision_function = score_samples - threshold_`` is positive exactly where ``predict`` raises
+an alarm (1); 0 means no alarm. Samples a monitor cannot score yet (the first ``window - 1`` of a
+run, or the first ``n_lags`` of a dynamic PCA) get a NaN score and no alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from ..data import FAULT_ONSET, ValidatedSeries, check_columns_match, check_series
+from ..metrics import detection_delay, false_alarm_rate, fault_detection_rate
+
+__all__ = ["MonitorMixin", "FitRuns", "validate_fit_runs"]
+
+
+@dataclass
+class FitRuns:
+    """Validated training runs: float64 copies, their indices and the shared column names."""
+
+    values: list[np.ndarray]
+    indices: list[pd.Index | None]
+    columns: list[str]
+    named: bool  # True when the columns came from a DataFrame
+
+
+def validate_fit_runs(X, *, min_rows: int, what_for: str) -> FitRuns:
+    """Check ``X`` (one run, or a list/tuple of runs with the same columns) for ``fit``.
+
+    The concatenated runs must hold at least ``min_rows`` rows; each run is checked by
+    :func:`mola_ts.data.check_series` (NaN, inf, dtype, shape, sorted unique timestamps).
+    """
+    is_runs = isinstance(X, (list, tuple)) and len(X) > 0 and all(
+        isinstance(run, (pd.DataFrame, np.ndarray)) and np.ndim(run) == 2 for run in X)
+    runs = list(X) if is_runs else [X]
+    checked: list[ValidatedSeries] = []
+    for i, run in enumerate(runs):
+        name = "X" if len(runs) == 1 else f"X[{i}]"
+        checked.append(check_series(run, name=name, min_rows=1))
+    columns = checked[0].columns
+    for i, series in enumerate(checked[1:], start=1):
+        if series.columns != columns and series.index is not None:
+            raise ValueError(f"X[{i}] has the columns {series.columns[:5]}..., X[0] has "
+                             f"{columns[:5]}...; every run must have the same columns")
+        if series.values.shape[1] != len(columns):
+            raise ValueError(f"X[{i}] has {series.values.shape[1]} columns, X[0] has "
+                             f"{len(columns)}")
+    total = sum(len(s.values) for s in checked)
+    if total < min_rows:
+        raise ValueError(f"X has {total} rows; at least {min_rows} are needed ({what_for})")
+    return FitRuns([s.values for s in checked], [s.index for s in checked], columns,
+                   named=checked[0].index is not None)
+
+
+class MonitorMixin:
+    """``decision_function``, ``predict`` and detection metrics from ``score_samples``."""
+
+    def _check_X(self, X, *, min_rows: int, what_for: str) -> ValidatedSeries:
+        check_is_fitted(self)
+        series = check_series(X, name="X", min_rows=min_rows, what_for=what_for)
+        return check_columns_match(series, self.feature_names_, name="X",
+                                   by_name=self.named_features_)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - threshold_``: > 0 exactly where an alarm is raised."""
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X) -> np.ndarray:
+        """Alarms: 1 where the score exceeds ``threshold_``, else 0 (also for unscored samples)."""
+        scores = self.decision_function(X)
+        return np.where(np.isfinite(scores) & (scores > 0), 1, 0)
+
+    def detection_scores(self, X, onset: int = FAULT_ONSET, run: int = 3) -> dict[str, float]:
+        """FDR, FAR before ``onset`` and detection delay of one test run (spec §5).
+
+        ``fdr``: share of alarms among samples ``onset+1 ..``; ``far_before_onset``: share of
+        alarms among the first ``onset`` samples; ``delay_samples``: samples from the onset to
+        the first alarm starting a run of ``run`` alarms (NaN if none).
+        """
+        alarms = self.predict(X)
+        return {
+            "fdr": fault_detection_rate(alarms, onset),
+            "far_before_onset": false_alarm_rate(alarms, stop=onset),
+            "delay_samples": detection_delay(alarms, onset, run),
+        }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = False
+        tags.requires_fit = True
+        return tags

@@ -1,0 +1,570 @@
+"""MOLA: the multi-block orthogonal LSTM autoencoder process monitor (monitoring spec §1-§4).
+
+Offline (``fit``), from in-control data only: standardise with the training mean/std; split the
+variables into blocks; hold out the last ``validation_fraction`` of the samples (not shuffled);
+train one OLAE per block on sliding windows of the first part (early stopping on the held-out
+reconstruction loss); per block compute Hotelling T^2 and the quantile CUSUM W on the latent
+codes (and the SPE of the last sample of the window); set every control limit on the held-out
+stream; fuse T^2 and W (and SPE when ``use_spe``) into a block index by the Bayesian combination
+and the block indices into the global index PFI by the order-weighted combination (W-BF).
+
+Online: :meth:`MOLAMonitor.stream` keeps the window buffer, the CUSUM state of every block and
+the W-BF episode; :meth:`MOLAMonitor.statistics` is exactly a fresh stream fed the whole run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ..data import check_columns_match, check_series
+from ..persistence import SaveLoadMixin
+from ..training import seed_everything, train
+from .base import MonitorMixin, validate_fit_runs
+from .blocks import resolve_blocks
+from .charts import QuantileCUSUM, control_limit, fit_t2, quantile_edges, t2_statistic
+from .fusion import OrderWeights, bayesian_combination, fault_probability
+from .olae import OLAE, ORTHO_TARGETS, ExactOLAE, olae_loss
+
+__all__ = ["MOLAMonitor", "MonitorStream"]
+
+_LEVELS = ("T2", "W", "SPE")
+
+
+class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
+    """Multi-block orthogonal LSTM autoencoder monitor with T^2, quantile CUSUM and W-BF fusion.
+
+    Sign convention: :meth:`score_samples` returns the global fault index PFI (in [0, 1],
+    higher = more abnormal); :meth:`decision_function` is ``PFI - threshold_`` and
+    :meth:`predict` is 1 (alarm) where it is positive. A window of ``window`` samples is scored
+    at its last sample, so scoring is causal; the first ``window - 1`` samples of a run are not
+    scored (NaN statistics, no alarm).
+
+    Every choice the MOLA paper leaves open is a parameter (spec §2-§4, "ours").
+
+    Parameters
+    ----------
+    blocks : {"auto", "tep", "correlation", "single"}, mapping or list of lists, default="auto"
+        The variable partition (see :mod:`mola_ts.monitor.blocks`): ``"auto"`` is the TEP unit
+        partition for the 52 TEP variables and the correlation clustering otherwise; a mapping
+        ``{block name: [column names]}`` gives the blocks explicitly.
+    n_blocks : int, default=4
+        Number of blocks of the ``"correlation"`` partition.
+    window : int, default=10
+        Samples per window (w).
+    hidden_size : int, default=32
+        LSTM hidden size (h) of encoder and decoder.
+    code_size : int, default=8
+        Latent code size; a block gets ``q = min(block size, code_size)``.
+    ortho_weight : float, default=1.0
+        Weight lambda of the orthogonality penalty.
+    ortho_target : {"codes", "weights", "both"}, default="codes"
+        Penalise the correlation of the codes over a batch, the non-orthonormality of the
+        encoder's output weights, or both.
+    epochs, batch_size, lr, patience : training settings (Adam; early stopping with
+        ``patience`` on the held-out reconstruction MSE, best weights restored).
+    validation_fraction : float, default=0.3
+        Share of the samples, taken from the end of each run (not shuffled), held out for early
+        stopping and for every control limit.
+    alpha : float, default=0.01
+        Significance: every control limit is the (1 - alpha) quantile of its statistic over the
+        held-out stream, and alpha is the fault prior of the Bayesian combination.
+    n_bins : int, default=10
+        Quantile bins per latent feature of the CUSUM (m).
+    cusum_allowance : float, default=0.02
+        The CUSUM allowance as a share of ``q (m - 1)``, the value of ``C_n`` in the reset state:
+        ``k = cusum_allowance * q * (m - 1)``, in (0, 1). In control the chart remembers roughly
+        ``1 / cusum_allowance`` samples; smaller values catch smaller persistent shifts later.
+    use_spe : bool, default=False
+        Add the SPE (squared reconstruction error of the last sample) to the block fusion. It is
+        computed and reported either way (and drives the contributions).
+    limit_method : {"empirical", "kde"}, default="empirical"
+        Empirical or Gaussian-KDE quantile for the limits.
+    fusion_gamma : float, default=0.5
+        W-BF weight decay with the alarm order: ``exp(-gamma (order - 1))``.
+    base_weight : float, default=0.1
+        W-BF weight of a block not in alarm in the current episode.
+    episode_reset : int, default=10
+        In-control samples that end a W-BF episode.
+    random_state : int or None, default=0
+        Seed of weight initialisation and batch shuffling (block b uses ``random_state + b``).
+    device : str, default="cpu"
+        Training device; scoring always runs in float64 numpy on the CPU.
+    verbose : int, default=0
+        Print one line per trained block when > 0.
+
+    Attributes
+    ----------
+    blocks_ : dict of str -> list of str
+        The partition used.
+    block_kind_ : str
+        ``"tep"``, ``"correlation"``, ``"single"`` or ``"custom"``.
+    limits_ : dict
+        ``limits_[block]["T2" | "W" | "SPE" | "index"]`` and ``limits_["PFI"]``.
+    threshold_ : float
+        The PFI limit (alarm when PFI exceeds it).
+    validation_statistics_ : dict
+        The held-out stream's values behind the limits: ``[block][level]`` arrays and
+        ``["PFI"]`` (for calibration on top, e.g. a probability of fault).
+    n_validation_samples_ : int
+        Held-out samples that set the limits.
+    training_history_ : dict of str -> list of dict
+        Per block, per epoch: train loss, held-out reconstruction MSE and orthogonality penalty.
+
+    Examples
+    --------
+    >>> from mola_ts.data import load_tep
+    >>> from mola_ts.monitor import MOLAMonitor
+    >>> monitor = MOLAMonitor(epochs=5).fit(load_tep(0, "train"))  # doctest: +SKIP
+    >>> alarms = monitor.predict(load_tep(1, "test"))  # doctest: +SKIP
+    """
+
+    def __init__(self, blocks: Any = "auto", n_blocks: int = 4, window: int = 10,
+                 hidden_size: int = 32, code_size: int = 8, ortho_weight: float = 1.0,
+                 ortho_target: str = "codes", epochs: int = 200, batch_size: int = 32,
+                 lr: float = 1e-3, patience: int = 20, validation_fraction: float = 0.3,
+                 alpha: float = 0.01, n_bins: int = 10, cusum_allowance: float = 0.02,
+                 use_spe: bool = False, limit_method: str = "empirical",
+                 fusion_gamma: float = 0.5, base_weight: float = 0.1, episode_reset: int = 10,
+                 random_state: int | None = 0, device: str = "cpu", verbose: int = 0):
+        self.blocks = blocks
+        self.n_blocks = n_blocks
+        self.window = window
+        self.hidden_size = hidden_size
+        self.code_size = code_size
+        self.ortho_weight = ortho_weight
+        self.ortho_target = ortho_target
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.alpha = alpha
+        self.n_bins = n_bins
+        self.cusum_allowance = cusum_allowance
+        self.use_spe = use_spe
+        self.limit_method = limit_method
+        self.fusion_gamma = fusion_gamma
+        self.base_weight = base_weight
+        self.episode_reset = episode_reset
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        def positive_int(name: str, minimum: int = 1) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+        for name in ("window", "hidden_size", "code_size", "epochs", "batch_size", "patience",
+                     "episode_reset", "n_blocks"):
+            positive_int(name)
+        positive_int("n_bins", 2)
+        for name, lo, hi in (("validation_fraction", 0.0, 1.0), ("alpha", 0.0, 0.5),
+                             ("cusum_allowance", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not lo < value < hi:
+                raise ValueError(f"{name} must lie in ({lo}, {hi}), got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.ortho_weight < 0:
+            raise ValueError(f"ortho_weight must be >= 0, got {self.ortho_weight!r}")
+        if self.ortho_target not in ORTHO_TARGETS:
+            raise ValueError(f"ortho_target must be one of {ORTHO_TARGETS}, got "
+                             f"{self.ortho_target!r}")
+        if self.limit_method not in ("empirical", "kde"):
+            raise ValueError(f"limit_method must be 'empirical' or 'kde', got "
+                             f"{self.limit_method!r}")
+        if self.fusion_gamma < 0 or not self.base_weight > 0:
+            raise ValueError(f"fusion_gamma must be >= 0 and base_weight > 0, got "
+                             f"{self.fusion_gamma!r} and {self.base_weight!r}")
+
+    def _min_fit_rows(self) -> int:
+        # both parts must give at least 10 scored windows (plus enough for codes' statistics)
+        need = self.window + 9 + 2 * self.code_size
+        return int(math.ceil(need / min(self.validation_fraction, 1 - self.validation_fraction)))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None) -> MOLAMonitor:
+        """Fit on in-control data.
+
+        Parameters
+        ----------
+        X : DataFrame or ndarray of shape (n_samples, n_variables), or a list of them
+            Normal operating data in time order. A list holds independent runs with the same
+            columns (e.g. ``[d00, d00_te[:160]]``): windows never cross a run boundary and the
+            last ``validation_fraction`` of each run is held out.
+        y : ignored
+        """
+        self._check_params()
+        runs = validate_fit_runs(X, min_rows=self._min_fit_rows(),
+                                 what_for=f"window={self.window} needs enough windows in the "
+                                          f"training and the held-out part")
+        w = self.window
+        train_segments, val_segments = [], []  # (run, start, stop) row ranges
+        for r, values in enumerate(runs.values):
+            cut = len(values) - int(round(self.validation_fraction * len(values)))
+            if cut > 0:
+                train_segments.append((r, 0, cut))
+            if cut < len(values):
+                val_segments.append((r, cut, len(values)))
+
+        train_rows = np.concatenate([runs.values[r][a:b] for r, a, b in train_segments])
+        mean = train_rows.mean(axis=0)
+        scale = train_rows.std(axis=0, ddof=1)
+        constant = [runs.columns[j] for j in np.flatnonzero(~(scale > 0))]
+        if constant:
+            raise ValueError(f"X has constant columns in the training part {constant[:8]}; "
+                             "drop them (they carry no information to monitor)")
+        self.mean_, self.scale_ = mean, scale
+        self.feature_names_ = list(runs.columns)
+        self.named_features_ = bool(runs.named)
+        self.n_features_in_ = len(runs.columns)
+        if runs.named:
+            self.feature_names_in_ = np.asarray(runs.columns, dtype=object)
+        std_runs = [(v - mean) / scale for v in runs.values]
+
+        positions, kind = resolve_blocks(self.blocks, runs.columns,
+                                         X=(train_rows - mean) / scale, n_blocks=self.n_blocks)
+        self.blocks_ = {name: [runs.columns[j] for j in cols] for name, cols in positions.items()}
+        self.block_kind_ = kind
+
+        def windows_of(segments, history: bool) -> np.ndarray:
+            parts = []
+            for r, a, b in segments:
+                start = max(0, a - (w - 1)) if history else a
+                seg = std_runs[r][start:b]
+                if len(seg) >= w:
+                    view = np.lib.stride_tricks.sliding_window_view(seg, w, axis=0)
+                    parts.append(view.transpose(0, 2, 1))
+            if not parts:
+                return np.empty((0, w, len(runs.columns)))
+            return np.concatenate(parts)
+
+        train_windows = windows_of(train_segments, history=False)
+        val_windows = windows_of(val_segments, history=True)
+        max_q = min(self.code_size, max(len(c) for c in positions.values()))
+        if len(train_windows) < max(2 * max_q + 2, self.n_bins, 10) or len(val_windows) < 10:
+            raise ValueError(
+                f"X gives {len(train_windows)} training and {len(val_windows)} held-out windows "
+                f"of {w} samples; at least {max(2 * max_q + 2, self.n_bins, 10)} and 10 are "
+                "needed (more data or a shorter window)"
+            )
+
+        self.block_states_ = []
+        self.training_history_ = {}
+        base_seed = self.random_state
+        for b, (name, cols) in enumerate(positions.items()):
+            seed = None if base_seed is None else int(base_seed) + b
+            state, history = self._train_block(train_windows[:, :, cols],
+                                               val_windows[:, :, cols], seed)
+            exact = ExactOLAE(state, w)
+            codes = exact.encode(train_windows[:, :, cols])
+            t2_mean, t2_precision = fit_t2(codes)
+            q = codes.shape[1]
+            self.block_states_.append({
+                "name": name, "columns": list(cols), "olae": state,
+                "t2_mean": t2_mean, "t2_precision": t2_precision,
+                "edges": quantile_edges(codes, self.n_bins),
+                "cusum_k": float(self.cusum_allowance * q * (self.n_bins - 1)),
+            })
+            self.training_history_[name] = history
+            if self.verbose:
+                mse = history[-1].get("val_loss", float("nan"))
+                print(f"[MOLA] block {name}: {len(cols)} variables, q={q}, "
+                      f"{len(history)} epochs, held-out MSE {mse:.4f}")
+        self._exact = None
+
+        self._calibrate([(std_runs[r], a, b) for r, a, b in val_segments])
+        return self
+
+    def _calibrate(self, segments: list[tuple[np.ndarray, int, int]]) -> None:
+        """Set every limit from held-out segments ``(standardised run, start, stop)``."""
+        w = self.window
+        raw_parts = []
+        for run, a, b in segments:
+            stream = MonitorStream(self, _unfused=True)
+            stream._prime(run[max(0, a - (w - 1)):a])
+            raw_parts.append(stream._advance(run[a:b]))
+        names = [s["name"] for s in self.block_states_]
+        self.limits_ = {}
+        for bi, name in enumerate(names):
+            values = {lev: np.concatenate([p[lev][:, bi] for p in raw_parts]) for lev in _LEVELS}
+            self.limits_[name] = {lev: self._limit(values[lev]) for lev in _LEVELS}
+        index_parts = [self._block_indices(p) for p in raw_parts]
+        for bi, name in enumerate(names):
+            self.limits_[name]["index"] = self._limit(
+                np.concatenate([p[:, bi] for p in index_parts]))
+        pfi = np.concatenate([self._fuse_blocks(p, OrderWeights(
+            len(names), self.fusion_gamma, self.base_weight, self.episode_reset))[0]
+            for p in index_parts])
+        self.threshold_ = self._limit(pfi)
+        self.limits_["PFI"] = self.threshold_
+        self.n_validation_samples_ = int(np.isfinite(pfi).sum())
+        # the held-out stream's levels, kept for calibration on top (e.g. a fault probability)
+        self.validation_statistics_ = {
+            name: {**{lev: np.concatenate([p[lev][:, bi] for p in raw_parts]) for lev in _LEVELS},
+                   "index": np.concatenate([p[:, bi] for p in index_parts])}
+            for bi, name in enumerate(names)}
+        self.validation_statistics_["PFI"] = pfi
+
+    def _limit(self, values: np.ndarray) -> float:
+        limit = control_limit(values, self.alpha, self.limit_method)
+        return limit if limit > 0 else float(np.finfo(np.float64).tiny)
+
+    def _train_block(self, train_windows: np.ndarray, val_windows: np.ndarray,
+                     seed: int | None) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+        seed_everything(seed)
+        n_vars = train_windows.shape[2]
+        model = OLAE(n_vars, self.hidden_size, min(self.code_size, n_vars), self.window)
+        ortho_weight, target = float(self.ortho_weight), self.ortho_target
+
+        def loss_fn(m, batch):
+            return olae_loss(m, batch[0], ortho_weight, target)[0]
+
+        def val_fn(m, batch):
+            _, mse, ortho = olae_loss(m, batch[0], ortho_weight, target)
+            return {"loss": mse, "ortho": ortho}
+
+        train_data = (torch.from_numpy(np.ascontiguousarray(train_windows, dtype=np.float32)),)
+        val_data = (torch.from_numpy(np.ascontiguousarray(val_windows, dtype=np.float32)),)
+        result = train(model, train_data, loss_fn=loss_fn, val_data=val_data, val_fn=val_fn,
+                       epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                       patience=self.patience, device=self.device, random_state=seed,
+                       drop_last=len(train_windows) > self.batch_size,
+                       eval_batch_size=max(len(val_windows), 1))
+        model.cpu()
+        state = {k: v.detach().double().numpy().copy() for k, v in model.state_dict().items()}
+        history = [{k: float(v) for k, v in rec.items()} for rec in result.history]
+        return state, history
+
+    # ------------------------------------------------------------------ internals
+    def _exact_models(self) -> list[ExactOLAE]:
+        if getattr(self, "_exact", None) is None:
+            self._exact = [ExactOLAE(s["olae"], self.window) for s in self.block_states_]
+        return self._exact
+
+    def _level_matrix(self, raw: dict[str, np.ndarray], bi: int) -> tuple[np.ndarray, np.ndarray]:
+        levels = ("T2", "W", "SPE") if self.use_spe else ("T2", "W")
+        name = self.block_states_[bi]["name"]
+        stats = np.stack([raw[lev][:, bi] for lev in levels], axis=1)
+        limits = np.array([self.limits_[name][lev] for lev in levels])
+        return stats, limits
+
+    def _block_indices(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """Block index P_b (n, n_blocks): BIC of T^2 and W (and SPE) of each block."""
+        out = []
+        for bi in range(len(self.block_states_)):
+            stats, limits = self._level_matrix(raw, bi)
+            p_x_f, p_f_x = fault_probability(stats, limits, self.alpha)
+            out.append(bayesian_combination(p_x_f, p_f_x))
+        return np.stack(out, axis=1)
+
+    def _fuse_blocks(self, index: np.ndarray, weights_state: OrderWeights
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """PFI (n,) and W-BF weights (n, n_blocks) of block indices, advancing the episode."""
+        limits = np.array([self.limits_[s["name"]]["index"] for s in self.block_states_])
+        n = len(index)
+        weights = np.full(index.shape, np.nan)
+        for i in range(n):
+            if np.isfinite(index[i]).all():
+                weights[i] = weights_state.step(index[i] > limits)
+        p_x_f, p_f_x = fault_probability(index, limits, self.alpha)
+        pfi = bayesian_combination(p_x_f, p_f_x, np.nan_to_num(weights, nan=1.0))
+        return np.where(np.isfinite(weights).all(axis=1), pfi, np.nan), weights
+
+    # ------------------------------------------------------------------ scoring
+    def stream(self) -> MonitorStream:
+        """A fresh sample-by-sample scorer (empty window buffer, CUSUMs and W-BF at rest)."""
+        check_is_fitted(self)
+        return MonitorStream(self)
+
+    def statistics(self, X) -> pd.DataFrame:
+        """Every level with its limit, one row per sample of the run ``X``.
+
+        Columns, per block ``b``: ``b.T2``, ``b.W``, ``b.SPE``, ``b.index`` (the block index
+        P_b), each followed by its ``_limit`` column, and ``b.weight`` (its W-BF weight); then
+        ``PFI``, ``PFI_limit`` and ``alarm`` (1/0). The first ``window - 1`` rows are NaN (no
+        alarm). Equal, bit for bit, to feeding ``X`` row by row to :meth:`stream`.
+        """
+        series = self._check_X(X, min_rows=self.window,
+                               what_for=f"one window of window={self.window} samples")
+        return self.stream()._score(series)
+
+    def score_samples(self, X) -> np.ndarray:
+        """The global fault index PFI of every sample (higher = more abnormal; NaN unscored)."""
+        return self.statistics(X)["PFI"].to_numpy()
+
+    def contributions(self, X, statistic: str = "SPE", n_steps: int = 32) -> pd.DataFrame:
+        """Per-variable contributions, one row per sample (NaN for the first ``window - 1``).
+
+        ``statistic="SPE"``: the squared reconstruction error of each variable at the last
+        sample of its window; they sum, over a block's variables, exactly to the block's SPE.
+        ``statistic="T2"``: integrated gradients (``n_steps`` midpoint steps) of the block's
+        T^2 with respect to the window, from the all-mean window (the training mean) to the
+        sample's window, summed over the window's time steps; over a block's variables they sum
+        to ``T2(window) - T2(mean window)`` up to the quadrature error.
+        """
+        if statistic not in ("SPE", "T2"):
+            raise ValueError(f"statistic must be 'SPE' or 'T2', got {statistic!r}")
+        series = self._check_X(X, min_rows=self.window,
+                               what_for=f"one window of window={self.window} samples")
+        z = (series.values - self.mean_) / self.scale_
+        windows = np.lib.stride_tricks.sliding_window_view(z, self.window, axis=0)
+        windows = windows.transpose(0, 2, 1)
+        out = np.full(z.shape, np.nan)
+        for bi, state in enumerate(self.block_states_):
+            cols = state["columns"]
+            win = np.ascontiguousarray(windows[:, :, cols])
+            if statistic == "SPE":
+                exact = self._exact_models()[bi]
+                recon = exact.decode(exact.encode(win))
+                out[self.window - 1:, cols] = (win[:, -1] - recon[:, -1]) ** 2
+            else:
+                out[self.window - 1:, cols] = self._t2_integrated_gradients(state, win, n_steps)
+        index = series.index if series.index is not None else pd.RangeIndex(len(z))
+        return pd.DataFrame(out, index=index, columns=self.feature_names_)
+
+    def _t2_integrated_gradients(self, state: dict, win: np.ndarray, n_steps: int) -> np.ndarray:
+        n_vars = win.shape[2]
+        module = OLAE(n_vars, self.hidden_size, len(state["t2_mean"]), self.window).double()
+        module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
+                                state["olae"].items()})
+        mean = torch.from_numpy(state["t2_mean"])
+        precision = torch.from_numpy(state["t2_precision"])
+        x = torch.from_numpy(win)
+        total = torch.zeros_like(x)
+        for step in range(n_steps):
+            point = (x * ((step + 0.5) / n_steps)).requires_grad_(True)
+            d = module.encode(point) - mean
+            t2 = torch.einsum("ni,ij,nj->n", d, precision, d)
+            (grad,) = torch.autograd.grad(t2.sum(), point)
+            total += grad
+        return (x * total / n_steps).sum(dim=1).numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self) -> dict[str, Any]:
+        state = super()._save_state()
+        state.pop("feature_names_in_", None)  # object array; rebuilt from feature_names_
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        super()._load_state(state)
+        if self.named_features_:
+            self.feature_names_in_ = np.asarray(self.feature_names_, dtype=object)
+        self._exact = None
+
+
+class MonitorStream:
+    """Sample-by-sample MOLA scoring that keeps the window buffer, CUSUM and W-BF state.
+
+    Obtain one with :meth:`MOLAMonitor.stream`. :meth:`update` accepts one sample (a 1-D array
+    or Series of the variables) or several rows, and returns their statistics (the columns of
+    :meth:`MOLAMonitor.statistics`). Feeding a run row by row gives exactly the batch result.
+    """
+
+    def __init__(self, monitor: MOLAMonitor, _unfused: bool = False):
+        self.monitor = monitor
+        self._unfused = _unfused
+        n_features = len(monitor.mean_)
+        self.buffer = np.empty((0, n_features))
+        self.cusums = [QuantileCUSUM(s["edges"], s["cusum_k"]) for s in monitor.block_states_]
+        self.order_weights = None if _unfused else OrderWeights(
+            len(monitor.block_states_), monitor.fusion_gamma, monitor.base_weight,
+            monitor.episode_reset)
+        self.n_seen = 0
+
+    def _prime(self, standardized_rows: np.ndarray) -> None:
+        """Fill the window buffer with history rows without scoring them."""
+        keep = self.monitor.window - 1
+        full = np.concatenate([self.buffer, np.asarray(standardized_rows, dtype=np.float64)])
+        self.buffer = full[max(0, len(full) - keep):].copy() if keep > 0 else full[:0].copy()
+
+    def _advance(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw levels (T2, W, SPE), each (n, n_blocks) with NaN rows before the first window."""
+        mon = self.monitor
+        w = mon.window
+        n_new = len(z)
+        full = np.concatenate([self.buffer, z]) if len(self.buffer) else z
+        n_hist = len(full) - n_new
+        first = max(0, (w - 1) - n_hist)  # first new row with a complete window
+        n_blocks = len(mon.block_states_)
+        raw = {lev: np.full((n_new, n_blocks), np.nan) for lev in _LEVELS}
+        if first < n_new:
+            windows = np.lib.stride_tricks.sliding_window_view(full, w, axis=0)
+            windows = windows.transpose(0, 2, 1)[n_hist + first - (w - 1):]
+            for bi, (state, exact) in enumerate(zip(mon.block_states_, mon._exact_models(),
+                                                    strict=True)):
+                win = np.ascontiguousarray(windows[:, :, state["columns"]])
+                codes = exact.encode(win)
+                recon = exact.decode(codes)
+                err = win[:, -1] - recon[:, -1]
+                raw["T2"][first:, bi] = t2_statistic(codes, state["t2_mean"],
+                                                     state["t2_precision"])
+                raw["SPE"][first:, bi] = np.einsum("ni,ni->n", err, err)
+                raw["W"][first:, bi] = self.cusums[bi].update(codes)
+        keep = w - 1
+        self.buffer = full[max(0, len(full) - keep):].copy() if keep > 0 else full[:0].copy()
+        self.n_seen += n_new
+        return raw
+
+    def _score(self, series) -> pd.DataFrame:
+        mon = self.monitor
+        start = self.n_seen
+        z = (series.values - mon.mean_) / mon.scale_
+        raw = self._advance(z)
+        index_values = mon._block_indices(raw)
+        pfi, weights = mon._fuse_blocks(index_values, self.order_weights)
+        columns: dict[str, np.ndarray] = {}
+        n = len(z)
+        for bi, state in enumerate(mon.block_states_):
+            name = state["name"]
+            for lev in _LEVELS:
+                columns[f"{name}.{lev}"] = raw[lev][:, bi]
+                columns[f"{name}.{lev}_limit"] = np.full(n, mon.limits_[name][lev])
+            columns[f"{name}.index"] = index_values[:, bi]
+            columns[f"{name}.index_limit"] = np.full(n, mon.limits_[name]["index"])
+            columns[f"{name}.weight"] = weights[:, bi]
+        columns["PFI"] = pfi
+        columns["PFI_limit"] = np.full(n, mon.threshold_)
+        columns["alarm"] = np.where(np.isfinite(pfi) & (pfi > mon.threshold_), 1, 0)
+        index = series.index if series.index is not None else pd.RangeIndex(start, start + n)
+        return pd.DataFrame(columns, index=index)
+
+    def update(self, x) -> pd.DataFrame:
+        """Score one sample (1-D array/Series of the variables) or a block of rows."""
+        mon = self.monitor
+        if isinstance(x, pd.Series):
+            x = x.to_frame().T
+        elif isinstance(x, (np.ndarray, list, tuple)) and np.ndim(x) == 1:
+            x = np.asarray(x)[None, :]
+        series = check_series(x, name="x", min_rows=1)
+        series = check_columns_match(series, mon.feature_names_, name="x",
+                                     by_name=mon.named_features_)
+        return self._score(series)
+
+    def get_state(self) -> dict[str, Any]:
+        """The stream's state (buffer, CUSUM vectors, W-BF episode, samples seen)."""
+        return {
+            "buffer": self.buffer.copy(),
+            "cusums": [c.get_state() for c in self.cusums],
+            "order_weights": self.order_weights.get_state(),
+            "n_seen": self.n_seen,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a state returned by :meth:`get_state`."""
+        self.buffer = np.array(state["buffer"], dtype=np.float64)
+        for cusum, (u_obs, u_exp) in zip(self.cusums, state["cusums"], strict=True):
+            cusum.set_state(u_obs, u_exp)
+        self.order_weights.set_state(*state["order_weights"])
+        self.n_seen = int(state["n_seen"])

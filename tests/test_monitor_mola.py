@@ -1,0 +1,182 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from mola_ts.monitor import MOLAMonitor
+from mola_ts.monitor.charts import t2_statistic
+
+BLOCKS = {"b1": ["a", "b", "c"], "b2": ["d", "e", "f"]}
+PARAMS = dict(blocks=BLOCKS, window=5, hidden_size=8, code_size=2, epochs=3, patience=2,
+              random_state=0)
+
+
+def _process(n=320, seed=0):
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(n, 6))
+    x = np.zeros((n, 6))
+    for t in range(1, n):
+        x[t] = 0.7 * x[t - 1] + e[t]
+    x[:, 1] += x[:, 0]
+    x[:, 4] += x[:, 3]
+    return pd.DataFrame(x, columns=list("abcdef"),
+                        index=pd.date_range("2024-01-01", periods=n, freq="3min"))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X = _process()
+    return MOLAMonitor(**PARAMS).fit(X), X
+
+
+def test_streaming_equals_batch_scoring_exactly(fitted):
+    monitor, X = fitted
+    test = _process(120, seed=1)
+    test.iloc[60:, 2] += 3.0  # a fault, so the CUSUM and the W-BF episode carry state
+    batch = monitor.statistics(test)
+    stream = monitor.stream()
+    rows = pd.concat([stream.update(test.iloc[i]) for i in range(len(test))])
+    pd.testing.assert_frame_equal(rows, batch, check_exact=True, check_freq=False)
+    stream = monitor.stream()
+    chunks = pd.concat([stream.update(test.iloc[i:i + 7]) for i in range(0, len(test), 7)])
+    pd.testing.assert_frame_equal(chunks, batch, check_exact=True, check_freq=False)
+    # a stream restarted from a saved state continues exactly
+    stream = monitor.stream()
+    first = stream.update(test.iloc[:70])
+    state = stream.get_state()
+    other = monitor.stream()
+    other.set_state(state)
+    rest = other.update(test.iloc[70:].to_numpy())
+    np.testing.assert_array_equal(pd.concat([first, rest.set_index(test.index[70:])]).to_numpy(),
+                                  batch.to_numpy())
+
+
+def test_statistics_expose_every_level_with_its_limit(fitted):
+    monitor, X = fitted
+    stats = monitor.statistics(X)
+    for block in BLOCKS:
+        for level in ("T2", "W", "SPE", "index"):
+            assert (stats[f"{block}.{level}_limit"] == monitor.limits_[block][level]).all()
+            assert f"{block}.{level}" in stats
+        assert f"{block}.weight" in stats
+    assert (stats["PFI_limit"] == monitor.threshold_).all()
+    assert stats.index.equals(X.index)
+    assert stats.iloc[:4].drop(columns=[c for c in stats if c.endswith("_limit")] + ["alarm"]) \
+        .isna().all().all()
+    assert (stats.alarm.iloc[:4] == 0).all() and stats.iloc[4:].PFI.notna().all()
+
+
+def test_limits_are_held_out_quantiles(fitted):
+    monitor, X = fitted
+    cut = len(X) - round(0.3 * len(X))
+    # the held-out stream: scored with its window history, CUSUMs starting at the first
+    # held-out sample, exactly as in fit
+    held = monitor.statistics(X.iloc[cut - 4:]).iloc[4:]
+    assert monitor.threshold_ == pytest.approx(np.quantile(held.PFI, 0.99), rel=1e-12)
+    for block in BLOCKS:
+        for level in ("T2", "W", "SPE", "index"):
+            assert monitor.limits_[block][level] == pytest.approx(
+                np.quantile(held[f"{block}.{level}"], 0.99), rel=1e-12)
+    assert held.alarm.sum() <= np.ceil(0.01 * len(held))  # at most the top 1 % alarm
+
+
+def test_score_decision_and_predict_conventions(fitted):
+    monitor, X = fitted
+    test = _process(150, seed=2)
+    test.iloc[60:, [0, 1]] += 6.0
+    scores = monitor.score_samples(test)
+    np.testing.assert_array_equal(scores, monitor.statistics(test).PFI.to_numpy())
+    np.testing.assert_array_equal(monitor.decision_function(test), scores - monitor.threshold_)
+    alarms = monitor.predict(test)
+    np.testing.assert_array_equal(alarms, np.where(scores > monitor.threshold_, 1, 0))
+    assert set(np.unique(alarms)) <= {0, 1}
+    assert alarms[70:].mean() > 0.9  # a large step in block b1 is caught
+    result = monitor.detection_scores(test, onset=60)
+    assert result["fdr"] > 0.9 and result["delay_samples"] <= 10
+    stats = monitor.statistics(test).iloc[70:]
+    assert (stats["b1.index"] > stats["b1.index_limit"]).mean() > 0.9
+    assert (stats["b1.weight"] == 1.0).mean() > 0.9  # the block that alarmed first weighs most
+
+
+def test_spe_contributions_sum_to_the_block_spe(fitted):
+    monitor, X = fitted
+    contrib = monitor.contributions(X, statistic="SPE")
+    stats = monitor.statistics(X)
+    assert list(contrib.columns) == list("abcdef") and contrib.iloc[:4].isna().all().all()
+    for block, variables in BLOCKS.items():
+        np.testing.assert_allclose(contrib[variables].sum(axis=1, min_count=1),
+                                   stats[f"{block}.SPE"], rtol=1e-12)
+
+
+def test_t2_contributions_sum_to_the_t2_excess_over_the_mean_window(fitted):
+    monitor, X = fitted
+    contrib = monitor.contributions(X.iloc[:60], statistic="T2", n_steps=64)
+    stats = monitor.statistics(X.iloc[:60])
+    exact = monitor._exact_models()
+    for bi, (block, variables) in enumerate(BLOCKS.items()):
+        state = monitor.block_states_[bi]
+        base = t2_statistic(exact[bi].encode(np.zeros((1, 5, 3))), state["t2_mean"],
+                            state["t2_precision"])[0]
+        np.testing.assert_allclose(contrib[variables].sum(axis=1).iloc[4:],
+                                   stats[f"{block}.T2"].iloc[4:] - base, rtol=0.02, atol=0.02)
+
+
+def test_save_load_gives_identical_scores(fitted, tmp_path):
+    monitor, X = fitted
+    back = MOLAMonitor.load(monitor.save(tmp_path / "mola.pt"))
+    assert back.get_params() == {**monitor.get_params(), "blocks": BLOCKS}
+    pd.testing.assert_frame_equal(back.statistics(X), monitor.statistics(X), check_exact=True)
+    assert list(back.feature_names_in_) == list("abcdef")
+
+
+def test_same_seed_same_scores_and_input_untouched():
+    X = _process(200, seed=3)
+    copy = X.copy()
+    a = MOLAMonitor(**PARAMS).fit(X)
+    b = MOLAMonitor(**PARAMS).fit(X)
+    pd.testing.assert_frame_equal(X, copy)
+    np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
+    pd.testing.assert_frame_equal(X, copy)
+
+
+def test_runs_are_windowed_separately_and_split_per_run():
+    X = _process(400, seed=4)
+    monitor = MOLAMonitor(**PARAMS).fit([X.iloc[:250], X.iloc[250:]])
+    # per run: 175 + 105 training rows -> 171 + 101 windows; history-primed held-out part
+    assert monitor.n_validation_samples_ == 75 + 45
+    assert len(monitor.training_history_) == 2
+
+
+def test_clone_and_params():
+    monitor = MOLAMonitor(**PARAMS)
+    assert clone(monitor).get_params() == monitor.get_params()
+    assert monitor.set_params(window=7).window == 7
+    assert not hasattr(monitor, "threshold_")
+
+
+def test_clear_errors(fitted):
+    monitor, X = fitted
+    bad = X.copy()
+    bad.iloc[10, 2] = np.nan
+    with pytest.raises(ValueError, match="1 NaN values"):
+        monitor.predict(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        MOLAMonitor(**PARAMS).fit(bad)
+    with pytest.raises(ValueError, match="5 columns but the estimator was fitted on 6"):
+        monitor.predict(X.iloc[:, :5])
+    with pytest.raises(ValueError, match=r"4 rows; at least 5 are needed \(one window"):
+        monitor.statistics(X.iloc[:4])
+    with pytest.raises(ValueError, match="rows; at least"):
+        MOLAMonitor(**PARAMS).fit(X.iloc[:30])
+    with pytest.raises(ValueError, match=r"unknown variables \['zz'\]"):
+        MOLAMonitor(**{**PARAMS, "blocks": {"b1": list("abc"), "b2": ["d", "e", "f", "zz"]}}
+                    ).fit(X)
+    with pytest.raises(ValueError, match="cusum_allowance"):
+        MOLAMonitor(**{**PARAMS, "cusum_allowance": 1.5}).fit(X)
+    with pytest.raises(NotFittedError):
+        MOLAMonitor().predict(X)
+    with pytest.raises(NotFittedError):
+        MOLAMonitor().stream()
+    with pytest.raises(TypeError, match="numeric"):
+        monitor.predict(X.assign(a="x"))
