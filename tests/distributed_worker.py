@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from mola_ts.data import WindowDataset
+from mola_ts.forecast import MoLAForecaster
 from mola_ts.training import (
     NonFiniteLossError,
     get_rank,
@@ -206,12 +208,45 @@ def _run_nonfinite(out: Path, rank: int) -> dict:
     return {"error": error, "local_grad": local_grad, "state": model.state_dict()}
 
 
+def forecast_frame(n: int = 400) -> pd.DataFrame:
+    t = np.arange(n)
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": np.sin(t / 3.0) + 0.1 * rng.normal(size=n),
+                         "b": np.cos(t / 5.0) + 0.1 * rng.normal(size=n)},
+                        index=pd.date_range("2024-01-01", periods=n, freq="h"))
+
+
+def build_mola(router: str = "segment"):
+    """A tiny MoLAForecaster whose first segment stops early (per-segment freezing)."""
+    return MoLAForecaster(lookback=24, horizon=8, segment_length=4, router=router,
+                          backbone_params={"d_model": 8, "d_ff": 8, "n_heads": 2,
+                                           "n_layers": 1},
+                          n_experts=2, rank=2, epochs=4, foundation_epochs=3, lr=0.05,
+                          foundation_lr=0.01, batch_size=32, patience=1, random_state=0)
+
+
+def _run_mola(out: Path, rank: int) -> dict:
+    record = {}
+    for router in ("segment", "ldmole"):
+        model = build_mola(router).fit(forecast_frame())
+        if is_main_process():  # the pattern for files: rank 0 writes, every rank can read
+            model.save(out / f"mola_{router}_rank{rank}.pt")
+        record[router] = {
+            "state": {k: v.clone() for k, v in model.model_.state_dict().items()},
+            "foundation": {k: v.clone() for k, v in model.foundation_.model_.state_dict().items()},
+            "prediction": model.predict().to_numpy(), "history": model.history_,
+            "foundation_history": model.foundation_.history_,
+            "stop_epochs": model.segment_stop_epochs_}
+    return record
+
+
 SCENARIOS = {
     "exact": lambda out, rank: _run_exact(out, rank, build_exact),
     "method": lambda out, rank: _run_exact(out, rank, build_method),
     "shuffled": _run_shuffled,
     "stopping": _run_stopping,
     "nonfinite": _run_nonfinite,
+    "mola": _run_mola,
 }
 
 

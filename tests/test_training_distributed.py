@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,13 +30,13 @@ from mola_ts.training import (
 )
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-SCENARIOS = ("exact", "method", "shuffled", "stopping", "nonfinite")
+SCENARIOS = ("exact", "method", "shuffled", "stopping", "nonfinite", "mola")
 _spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
 worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
 
 
-def run_torchrun(out: Path, scenarios, nproc: int = 2, timeout: float = 400.0) -> None:
+def run_torchrun(out: Path, scenarios, nproc: int = 2, timeout: float = 240.0) -> None:
     """Launch the worker with torchrun; kill the whole process tree if it overruns."""
     # --standalone: a local rendezvous on a free port chosen by the launcher itself
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -149,6 +150,32 @@ def test_torchrun_nonfinite_loss_on_one_rank_stops_every_rank(ranks):
     assert r0["error"] == r1["error"]
     assert not torch.equal(r0["local_grad"], r1["local_grad"])
     assert_same_state(r0["state"], r1["state"])
+
+
+@pytest.mark.parametrize("router", ["segment", "ldmole"])
+def test_torchrun_mola_forecaster_is_identical_on_every_rank_and_saved_once(ranks, router):
+    from mola_ts.forecast import MoLAForecaster
+
+    r0, r1 = ranks("mola")
+    r0, r1 = r0[router], r1[router]
+    assert_same_state(r0["foundation"], r1["foundation"])
+    assert_same_state(r0["state"], r1["state"])
+    np.testing.assert_array_equal(r0["prediction"], r1["prediction"])
+    assert r0["history"] == r1["history"]
+    assert r0["foundation_history"] == r1["foundation_history"]
+    np.testing.assert_array_equal(r0["stop_epochs"], r1["stop_epochs"])
+    if router == "segment":
+        assert r0["stop_epochs"][0] > 0  # segment 0 stopped and froze, in step on both ranks
+    assert (ranks.out / f"mola_{router}_rank0.pt").is_file()
+    assert not (ranks.out / f"mola_{router}_rank1.pt").exists()
+    loaded = MoLAForecaster.load(ranks.out / f"mola_{router}_rank0.pt")
+    np.testing.assert_array_equal(loaded.predict().to_numpy(), r0["prediction"])
+    # same global batch in one process: the same validation loss up to the shuffling
+    single = worker.build_mola(router).fit(worker.forecast_frame())
+    assert r0["foundation_history"][-1]["val_loss"] == pytest.approx(
+        single.foundation_.history_[-1]["val_loss"], rel=0.15)
+    assert r0["history"][-1]["val_loss"] == pytest.approx(single.history_[-1]["val_loss"],
+                                                         rel=0.15)
 
 
 def test_torchrun_rank_helpers(ranks):
