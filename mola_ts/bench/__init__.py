@@ -15,4 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "lora": ("mola_ts.bench.lora",
              "LoRA-MoE layer: vectorised reference vs naive expert loop vs plain LoRA"),
 }
-DEMOS: dict[str, tuple[str, str]] = {}
+DEMOS: dict[str, tuple[str, str]] = {
+    "tep": ("mola_ts.bench.tep_demo",
+            "Tennessee Eastman fault detection: MOLA vs PCA, DPCA and bibmon's PCA"),
+}
