@@ -18,6 +18,7 @@ from torch import nn
 
 from mola_ts.data import WindowDataset
 from mola_ts.forecast import MoLAForecaster
+from mola_ts.monitor import MOLAMonitor
 from mola_ts.training import (
     NonFiniteLossError,
     get_rank,
@@ -240,6 +241,32 @@ def _run_mola(out: Path, rank: int) -> dict:
     return record
 
 
+def process_frame(n: int, seed: int) -> pd.DataFrame:
+    """Two correlated AR(1) pairs plus two noise columns, sampled every 3 minutes."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 6))
+    noise = rng.normal(size=(n, 6))
+    for t in range(1, n):
+        x[t] = 0.6 * x[t - 1] + noise[t]
+    x[:, 1] += 0.8 * x[:, 0]
+    x[:, 4] -= 0.5 * x[:, 3]
+    return pd.DataFrame(x, columns=list("uvwxyz"),
+                        index=pd.date_range("2024-01-01", periods=n, freq="3min"))
+
+
+def build_monitor() -> MOLAMonitor:
+    return MOLAMonitor(blocks={"first": ["u", "v", "w"], "second": ["x", "y", "z"]}, window=5,
+                       hidden_size=8, code_size=2, epochs=3, patience=2, random_state=0)
+
+
+def _run_monitor(out: Path, rank: int) -> dict:
+    monitor = build_monitor().fit(process_frame(300, 0))
+    if is_main_process():
+        monitor.save(out / f"monitor_model_rank{rank}.pt")
+    return {"history": monitor.training_history_, "threshold": monitor.threshold_,
+            "scores": monitor.score_samples(process_frame(80, 1))}
+
+
 SCENARIOS = {
     "exact": lambda out, rank: _run_exact(out, rank, build_exact),
     "method": lambda out, rank: _run_exact(out, rank, build_method),
@@ -247,6 +274,7 @@ SCENARIOS = {
     "stopping": _run_stopping,
     "nonfinite": _run_nonfinite,
     "mola": _run_mola,
+    "monitor": _run_monitor,
 }
 
 

@@ -30,7 +30,7 @@ from mola_ts.training import (
 )
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-SCENARIOS = ("exact", "method", "shuffled", "stopping", "nonfinite", "mola")
+SCENARIOS = ("exact", "method", "shuffled", "stopping", "nonfinite", "mola", "monitor")
 _spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
 worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
@@ -176,6 +176,23 @@ def test_torchrun_mola_forecaster_is_identical_on_every_rank_and_saved_once(rank
         single.foundation_.history_[-1]["val_loss"], rel=0.15)
     assert r0["history"][-1]["val_loss"] == pytest.approx(single.history_[-1]["val_loss"],
                                                          rel=0.15)
+
+
+def test_torchrun_mola_monitor_is_identical_on_every_rank_and_saved_once(ranks):
+    from mola_ts.monitor import MOLAMonitor
+
+    r0, r1 = ranks("monitor")
+    assert r0["history"] == r1["history"]
+    assert r0["threshold"] == r1["threshold"]
+    np.testing.assert_array_equal(r0["scores"], r1["scores"])
+    assert (ranks.out / "monitor_model_rank0.pt").is_file()
+    assert not (ranks.out / "monitor_model_rank1.pt").exists()
+    loaded = MOLAMonitor.load(ranks.out / "monitor_model_rank0.pt")
+    np.testing.assert_array_equal(loaded.score_samples(worker.process_frame(80, 1)), r0["scores"])
+    single = worker.build_monitor().fit(worker.process_frame(300, 0))
+    for block, epochs in single.training_history_.items():
+        assert r0["history"][block][-1]["val_loss"] == pytest.approx(epochs[-1]["val_loss"],
+                                                                     rel=0.15)
 
 
 def test_torchrun_rank_helpers(ranks):
