@@ -468,3 +468,15 @@ def test_conv1d_merge_roundtrip():
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
     layer.unmerge()
     torch.testing.assert_close(layer.base.weight, weight, rtol=0, atol=1e-6)
+
+
+def test_config_presets():
+    assert LoRAMoEConfig.preset("mola_forecast", n_tasks=4).router == "task"
+    assert LoRAMoEConfig.preset("mola_forecast").init_std == 0.01
+    mosld = LoRAMoEConfig.preset("mosld", n_experts=4, rank=2)
+    assert mosld.shared_A and mosld.dropconnect == 0.1 and mosld.top_k == 2
+    assert LoRAMoEConfig.preset("guilomo_search").gsv
+    assert LoRAMoEConfig.preset("ldmole").router == "ldmole"
+    assert LoRAMoEConfig.preset("mola").router == "topk"
+    with pytest.raises(ValueError, match="method"):
+        LoRAMoEConfig.preset("adalora")

@@ -174,6 +174,32 @@ class LoRAMoEConfig:
             return self.rank
         return (int(self.rank),) * self.n_experts
 
+    @classmethod
+    def preset(cls, method: str, **overrides: Any) -> LoRAMoEConfig:
+        """The settings of a published method, with ``overrides`` on top.
+
+        ``"mola_forecast"``: task/segment router, Gaussian A (std 0.01) -- the MoLA forecaster.
+        ``"mola"``: top-2 router with the Switch balance loss (coefficient 1e-3).
+        ``"ldmole"``: LD-MoLE Sparsegen router with its sparsity and balance losses.
+        ``"mosld"``: one A shared by the experts, DropConnect 0.1, top-2 routing.
+        ``"guilomo_search"``: guided selection vectors over experts and ranks, top-2 routing.
+
+        Examples
+        --------
+        >>> LoRAMoEConfig.preset("mosld", n_experts=4).dropconnect
+        0.1
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "mola_forecast": {"router": "task", "init": "gaussian", "init_std": 0.01},
+            "mola": {"router": "topk", "top_k": 2, "balance_coef": 1e-3},
+            "ldmole": {"router": "ldmole"},
+            "mosld": {"router": "topk", "top_k": 2, "shared_A": True, "dropconnect": 0.1},
+            "guilomo_search": {"router": "topk", "top_k": 2, "gsv": True},
+        }
+        if method not in presets:
+            raise ValueError(f"method must be one of {sorted(presets)}, got {method!r}")
+        return cls(**{**presets[method], **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (rank tuples become lists)."""
         out = asdict(self)
