@@ -62,7 +62,8 @@ def _encode(value: Any, where: str) -> Any:
     if isinstance(value, pd.DatetimeIndex):
         freq = value.freqstr if value.freq is not None else None
         tz = str(value.tz) if value.tz is not None else None
-        return {_DTI: torch.from_numpy(value.asi8.copy()), "freq": freq, "tz": tz,
+        return {_DTI: torch.from_numpy(value.as_unit("ns").asi8.copy()), "freq": freq, "tz": tz,
+                "unit": value.unit,
                 "name": _encode(value.name, where)}
     if isinstance(value, pd.Index):
         return {_IDX: _encode(value.to_numpy(), where), "name": _encode(value.name, where)}
@@ -102,8 +103,8 @@ def _decode(value: Any) -> Any:
             if value["tz"] is not None:
                 index = index.tz_localize("UTC").tz_convert(value["tz"])
             if value["freq"] is not None:
-                index.freq = pd.tseries.frequencies.to_offset(value["freq"])
-            return index
+                index = pd.DatetimeIndex(index, freq=value["freq"])
+            return index.as_unit(value.get("unit", "ns"))
         if _IDX in value:
             return pd.Index(_decode(value[_IDX]), name=value["name"])
         return {k: _decode(v) for k, v in value.items()}

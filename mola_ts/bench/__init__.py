@@ -12,6 +12,8 @@ __all__ = ["BENCHMARKS", "DEMOS"]
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "kernels": ("mola_ts.bench.kernels",
                 "fused LoRA-MoE kernels vs reference: GPU time and memory, or CPU correctness"),
+    "forecast": ("mola_ts.bench.forecast",
+                 "long-term forecasting benchmark: MoLA vs direct iTransformer and baselines"),
     "lora": ("mola_ts.bench.lora",
              "LoRA-MoE layer: vectorised reference vs naive expert loop vs plain LoRA"),
 }

@@ -71,6 +71,8 @@ class ITransformer(nn.Module):
     """
 
     ADAPTER_TARGETS = (r"encoder\.layers\.\d+\.ffn\.fc[12]",)
+    #: modules run by ``forward_prefix``: when none is adapted, the prefix is shared by segments
+    PREFIX_MODULES = ("embedding", "encoder.layers.0.attn", "encoder.layers.0.norm1")
 
     def __init__(self, lookback: int, out_steps: int, *, d_model: int = 128, n_heads: int = 8,
                  n_layers: int = 2, d_ff: int = 128, dropout: float = 0.1,
@@ -85,14 +87,27 @@ class ITransformer(nn.Module):
                                           norm_first, final_norm=True)
         self.head = nn.Linear(d_model, out_steps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Normalisation, embedding and the first attention block (``PREFIX_MODULES``)."""
+        mean = std = None
         if self.instance_norm:
             x, mean, std = InstanceNorm.normalize(x)
         tokens = self.embedding_dropout(self.embedding(x.transpose(1, 2)))  # (B, C, d_model)
-        out = self.head(self.encoder(tokens)).transpose(1, 2)  # (B, S, C)
+        return self.encoder.layers[0].attention_block(tokens), mean, std
+
+    def forward_suffix(self, tokens: torch.Tensor, mean: torch.Tensor | None,
+                       std: torch.Tensor | None) -> torch.Tensor:
+        """The rest of the network: from the first feed-forward block to the output."""
+        tokens = self.encoder.layers[0].ffn_block(tokens)
+        for layer in self.encoder.layers[1:]:
+            tokens = layer(tokens)
+        out = self.head(self.encoder.norm(tokens)).transpose(1, 2)  # (B, S, C)
         if self.instance_norm:
             out = InstanceNorm.denormalize(out, mean, std)
         return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_suffix(*self.forward_prefix(x))
 
 
 class PatchTransformer(nn.Module):
@@ -106,6 +121,7 @@ class PatchTransformer(nn.Module):
     """
 
     ADAPTER_TARGETS = (r"encoder\.layers\.\d+\.ffn\.fc[12]",)
+    PREFIX_MODULES = ("embedding", "encoder.layers.0.attn", "encoder.layers.0.norm1")
 
     def __init__(self, lookback: int, out_steps: int, *, patch_len: int = 16, stride: int = 8,
                  d_model: int = 128, n_heads: int = 8, n_layers: int = 2, d_ff: int = 256,
@@ -132,7 +148,9 @@ class PatchTransformer(nn.Module):
         self.head_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.n_patches * d_model, out_steps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Normalisation, patching, embedding and the first attention block."""
+        mean = std = None
         if self.instance_norm:
             x, mean, std = InstanceNorm.normalize(x)
         series = x.transpose(1, 2)  # (B, C, L)
@@ -140,11 +158,22 @@ class PatchTransformer(nn.Module):
                            dim=-1)
         patches = series.unfold(-1, self.patch_len, self.stride)  # (B, C, P, patch_len)
         tokens = self.embedding_dropout(self.embedding(patches) + self.position)
-        encoded = self.encoder(tokens)  # (B, C, P, d_model)
+        return self.encoder.layers[0].attention_block(tokens), mean, std
+
+    def forward_suffix(self, tokens: torch.Tensor, mean: torch.Tensor | None,
+                       std: torch.Tensor | None) -> torch.Tensor:
+        """The rest of the network: from the first feed-forward block to the output."""
+        tokens = self.encoder.layers[0].ffn_block(tokens)
+        for layer in self.encoder.layers[1:]:
+            tokens = layer(tokens)
+        encoded = self.encoder.norm(tokens)  # (B, C, P, d_model)
         out = self.head(self.head_dropout(encoded.flatten(-2))).transpose(1, 2)  # (B, S, C)
         if self.instance_norm:
             out = InstanceNorm.denormalize(out, mean, std)
         return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_suffix(*self.forward_prefix(x))
 
 
 class DLinearNet(nn.Module):

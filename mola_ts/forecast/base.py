@@ -113,6 +113,7 @@ class BaseForecaster(BaseEstimator):
 
     def _remember_context(self, series) -> None:
         ctx = self._context_length()
+        self.context_length_ = ctx
         self.context_ = series.values[-ctx:].copy()
         self.last_index_ = series.index[-max(3, ctx):] if series.index is not None else None
         self.n_rows_ = len(series.values)

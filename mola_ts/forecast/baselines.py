@@ -30,11 +30,13 @@ def infer_season_length(index) -> int:
     if freq is None:
         return 1
     offset = pd.tseries.frequencies.to_offset(freq)
-    base = offset.name.split("-")[0]
+    base = offset.rule_code.split("-")[0]
     if base == "min":
         return max(1, (24 * 60) // offset.n)
     if base == "h":
         return max(1, 24 // offset.n)
+    if base == "D" and offset.n == 7:
+        return 52  # weekly data given as 7-day steps
     return _SEASONS.get(base, 1)
 
 

@@ -88,6 +88,12 @@ class SegmentAdapter(nn.Module):
             self.segment_embedding = nn.Parameter(
                 torch.randn(self.n_segments, router_features, generator=generator))
             self.window_projection = nn.Linear(lookback, router_features)
+        # The frozen computation before the first adapted module is the same for every
+        # segment: run it once per window and stack only its output.
+        prefix = getattr(type(self.network), "PREFIX_MODULES", None)
+        adapted = list(lora_layers(self.network))
+        self.shared_prefix = prefix is not None and not any(
+            name == p or name.startswith(p + ".") for name in adapted for p in prefix)
         self.register_buffer("active", torch.ones(self.n_segments, dtype=torch.bool),
                              persistent=False)
         self._frozen: list[tuple[torch.Tensor, int, int, int, torch.Tensor]] = []
@@ -141,7 +147,6 @@ class SegmentAdapter(nn.Module):
         if segments is None:
             segments = torch.arange(self.n_segments, device=device)
         n, batch = len(segments), x.shape[0]
-        stacked = x.repeat(n, 1, 1)
         ids = segments.to(device).repeat_interleave(batch)
         router_input = None
         if self.dynamic:
@@ -150,7 +155,13 @@ class SegmentAdapter(nn.Module):
             router_input = torch.cat([self.segment_embedding.index_select(0, ids),
                                       window.repeat(n, 1)], dim=1)
         with routing(self.network, task_ids=ids, router_input=router_input):
-            out = self.network(stacked)  # (n * B, S, C)
+            if self.shared_prefix:
+                state = self.network.forward_prefix(x)
+                state = [None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))
+                         for t in state]
+                out = self.network.forward_suffix(*state)  # (n * B, S, C)
+            else:
+                out = self.network(x.repeat(n, 1, 1))
         steps, channels = out.shape[1], out.shape[2]
         return out.reshape(n, batch, steps, channels).transpose(0, 1).reshape(
             batch, n * steps, channels)
@@ -480,6 +491,7 @@ class MoLAForecaster(NeuralForecaster):
                                  patience=None, stopper=stopper)
         module.release_segments()
         module.eval()
+        module.requires_grad_(False)
         self.model_ = module
         self.history_ = result.history
         self.adapt_seconds_ = time.perf_counter() - start

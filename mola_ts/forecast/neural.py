@@ -186,6 +186,7 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
         module = self._build_module()
         module.load_state_dict(weights)
         module.eval()
+        module.requires_grad_(False)
         self.model_ = module
 
 
@@ -280,6 +281,7 @@ class DirectForecaster(NeuralForecaster):
                                  val_fn=window_metrics, epochs=self.epochs, lr=self.lr,
                                  patience=self.patience)
         module.eval()
+        module.requires_grad_(False)  # fitted: inference only (and a frozen MoLA foundation)
         self.model_ = module
         self.history_ = result.history
         self.train_seconds_ = result.seconds

@@ -120,12 +120,21 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attention_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """The first half of the block: self-attention with its residual and norm."""
         if self.norm_first:
-            x = x + self.dropout(self.attn(self.norm1(x), attn_mask))
+            return x + self.dropout(self.attn(self.norm1(x), attn_mask))
+        return self.norm1(x + self.dropout(self.attn(x, attn_mask)))
+
+    def ffn_block(self, x: torch.Tensor) -> torch.Tensor:
+        """The second half of the block: feed-forward with its residual and norm."""
+        if self.norm_first:
             return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.dropout(self.attn(x, attn_mask)))
         return self.norm2(x + self.dropout(self.ffn(x)))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.ffn_block(self.attention_block(x, attn_mask))
 
 
 class TransformerEncoder(nn.Module):
