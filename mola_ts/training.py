@@ -338,7 +338,7 @@ class _LoopDDP(DistributedDataParallel):
     ``loss_fn(model, batch)`` receives this wrapper: ``model(x)`` runs DDP's forward (gradients are
     then all-reduced in backward), and ``model.anything`` falls back to the wrapped module, so a
     loss written for the plain module keeps working. The count tells the loop whether a step's
-    forward went through the wrapper (see :meth:`_Replicas.sync_gradients`).
+    forward went through the wrapper (see :meth:`_Replicas.average_gradients`).
     """
 
     def forward(self, *args, **kwargs):
@@ -444,7 +444,7 @@ class _Replicas:
         together.
         """
         used = float(self.wrapper.mola_forward_calls > forwards_before)
-        sums = torch.stack([loss.detach().double() * size,
+        sums = torch.stack([loss.detach().double().reshape(()) * size,
                             torch.tensor(float(size), dtype=torch.float64, device=loss.device),
                             torch.tensor(used, dtype=torch.float64, device=loss.device)])
         dist.all_reduce(sums)

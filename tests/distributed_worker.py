@@ -218,11 +218,12 @@ def forecast_frame(n: int = 400) -> pd.DataFrame:
 
 
 def build_mola(router: str = "segment"):
-    """A tiny MoLAForecaster whose first segment stops early (per-segment freezing)."""
+    """A tiny MoLAForecaster; with the segment router its first segment stops early."""
     return MoLAForecaster(lookback=24, horizon=8, segment_length=4, router=router,
                           backbone_params={"d_model": 8, "d_ff": 8, "n_heads": 2,
                                            "n_layers": 1},
-                          n_experts=2, rank=2, epochs=4, foundation_epochs=3, lr=0.05,
+                          n_experts=2, rank=2, epochs=4, foundation_epochs=3,
+                          lr=0.05 if router == "segment" else 0.01,
                           foundation_lr=0.01, batch_size=32, patience=1, random_state=0)
 
 
