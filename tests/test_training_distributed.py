@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
 from mola_ts.training import (
     _Replicas,
@@ -36,8 +37,11 @@ worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
 
 
-def run_torchrun(out: Path, scenarios, nproc: int = 2, timeout: float = 240.0) -> None:
-    """Launch the worker with torchrun; kill the whole process tree if it overruns."""
+def run_torchrun(out: Path, scenarios, nproc: int = 2, timeout: float = 240.0) -> str | None:
+    """Launch the worker with torchrun; None on success, else the end of its log.
+
+    The whole process tree is killed if it overruns (a hang must fail, not linger).
+    """
     # --standalone: a local rendezvous on a free port chosen by the launcher itself
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc-per-node", str(nproc), str(WORKER), str(out), *scenarios]
@@ -51,15 +55,29 @@ def run_torchrun(out: Path, scenarios, nproc: int = 2, timeout: float = 240.0) -
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         log, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout} s:\n{log[-4000:]}")
-    assert proc.returncode == 0, f"torchrun failed:\n{log[-6000:]}"
+        return f"torchrun did not finish in {timeout} s:\n{log[-4000:]}"
+    return None if proc.returncode == 0 else f"torchrun failed:\n{log[-6000:]}"
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """``ranks(name)`` -> (rank 0's record, rank 1's record) of one scenario."""
-    out = tmp_path_factory.mktemp("torchrun")
-    run_torchrun(out, SCENARIOS)
+    """``ranks(name)`` -> (rank 0's record, rank 1's record) of one scenario.
+
+    One launch per test session: under pytest-xdist the workers share the base temporary
+    folder's parent, and a file lock lets the first one launch while the others wait.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / "torchrun_training"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "outcome.txt").exists():
+            out.mkdir(exist_ok=True)
+            failure = run_torchrun(out, SCENARIOS)
+            (out / "outcome.txt").write_text(failure or "ok")
+    outcome = (out / "outcome.txt").read_text()
+    if outcome != "ok":
+        pytest.fail(outcome)
 
     def load(name):
         return tuple(torch.load(out / f"{name}_rank{r}.pt", weights_only=False) for r in (0, 1))
