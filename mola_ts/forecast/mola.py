@@ -490,6 +490,9 @@ class MoLAForecaster(NeuralForecaster):
                                  val_fn=self._val_metrics, epochs=self.epochs, lr=self.lr,
                                  patience=None, stopper=stopper)
         module.release_segments()
+        report = parameter_report(module)
+        self.n_trainable_parameters_ = report.trainable
+        self.n_parameters_ = report.total
         module.eval()
         module.requires_grad_(False)
         self.model_ = module
@@ -498,9 +501,6 @@ class MoLAForecaster(NeuralForecaster):
         self.train_seconds_ = self.adapt_seconds_ + self.foundation_seconds_
         self.segment_val_loss_ = None if stopper is None else stopper.best_losses.copy()
         self.segment_stop_epochs_ = None if stopper is None else stopper.stop_epochs + 1
-        report = parameter_report(module)
-        self.n_trainable_parameters_ = report.trainable
-        self.n_parameters_ = report.total
 
     # -- foundation reuse / persistence ------------------------------------------------------
     def _params_to_save(self) -> dict:

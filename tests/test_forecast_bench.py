@@ -1,0 +1,54 @@
+"""The forecasting benchmark follows the LTSF protocol and writes the agreed files."""
+
+import numpy as np
+import pandas as pd
+
+from mola_ts.bench.forecast import results_markdown, run_benchmark
+from mola_ts.cli import build_parser
+from mola_ts.data import ltsf_split, sliding_windows
+
+COLUMNS = ["dataset", "horizon", "model", "mse", "mae", "train_seconds", "trainable_params",
+           "total_params"]
+
+
+def test_benchmark_scores_every_test_window_of_the_protocol(tmp_path):
+    rows = run_benchmark(["ETTh1"], [96], ["naive"], out=tmp_path, log=lambda *a, **k: None)
+    # recompute the seasonal-naive (m = 24) error on the protocol's test split directly
+    split = ltsf_split("ETTh1")
+    x, y = sliding_windows(split.test.to_numpy(), 96, 96)
+    assert len(x) == 2785  # spec §3: 2881 - H test windows for ETTh
+    pred = x[:, -24:][:, np.arange(96) % 24]
+    row = rows.iloc[0]
+    assert row["mse"] == np.float64(np.mean((pred - y) ** 2))
+    assert row["mae"] == np.float64(np.mean(np.abs(pred - y)))
+
+
+def test_benchmark_writes_results_csv_and_markdown(tmp_path):
+    run_benchmark(["ILI"], [24], ["mola", "direct", "dlinear", "naive"], out=tmp_path,
+                  quick=True, log=lambda *a, **k: None)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert list(results.columns[:8]) == COLUMNS
+    assert set(results["model"]) == {"mola-foundation", "mola", "direct", "dlinear", "naive"}
+    assert results[["mse", "mae"]].notna().all().all()
+    mola = results[results["model"] == "mola"].iloc[0]
+    assert 0 < mola["trainable_params"] < mola["total_params"]
+    text = (tmp_path / "results.md").read_text()
+    assert "| H | mola | direct | dlinear | naive |" in text
+    assert "MoLA adaptation s" in text
+
+
+def test_markdown_puts_published_numbers_beside_ours():
+    rows = [{"dataset": "ETTh1", "horizon": h, "model": m, "mse": 0.4, "mae": 0.4,
+             "train_seconds": 1.0, "trainable_params": 1, "total_params": 2}
+            for h in (96, 192, 336, 720) for m in ("mola", "direct")]
+    text = results_markdown(pd.DataFrame(rows))
+    assert "iTransformer (published)" in text
+    assert "0.386 / 0.405" in text  # H = 96
+    assert "iTransformer 0.454 / 0.447" in text and "TimeMixer 0.447 / 0.440" in text
+    assert "**0.400**" in text
+
+
+def test_cli_registers_the_forecast_benchmark():
+    args = build_parser().parse_args(["bench", "forecast", "--datasets", "ETTh1", "--horizons",
+                                      "96", "192", "--quick", "--out", "x"])
+    assert args.datasets == ["ETTh1"] and args.horizons == [96, 192] and args.quick
