@@ -258,20 +258,11 @@ _LAUNCH_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _launch_env() -> dict[str, str] | None:
-    """torchrun's variables when this process was started by a multi-process launcher, else None.
-
-    ``RANK`` and ``WORLD_SIZE`` mark a launch; a launch missing ``MASTER_ADDR``/``MASTER_PORT`` is
-    an error, since the processes could not find each other.
-    """
+    """torchrun's variables when ``RANK`` and ``WORLD_SIZE`` are set, else None."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
-    missing = [name for name in _LAUNCH_VARS if not os.environ.get(name)]
-    if missing:
-        raise ValueError(
-            f"RANK and WORLD_SIZE are set but {', '.join(missing)} is not; launch with torchrun "
-            "(or set the torch.distributed env:// variables yourself)"
-        )
-    return {name: os.environ[name] for name in (*_LAUNCH_VARS, "LOCAL_RANK") if name in os.environ}
+    return {name: os.environ[name] for name in (*_LAUNCH_VARS, "LOCAL_RANK")
+            if os.environ.get(name)}
 
 
 def get_world_size() -> int:
@@ -558,9 +549,15 @@ def _start_replicas(device: str | torch.device | None, distributed: bool | None
                 "WORLD_SIZE, MASTER_ADDR and MASTER_PORT are not set) and no process group exists"
             )
         return None
-    if distributed or int(launch["WORLD_SIZE"]) > 1:
-        return _Replicas(device, launch)
-    return None
+    if not distributed and int(launch["WORLD_SIZE"]) <= 1:
+        return None
+    missing = [name for name in _LAUNCH_VARS if name not in launch]
+    if missing:  # the processes could not find each other
+        raise ValueError(
+            f"RANK and WORLD_SIZE are set but {', '.join(missing)} is not; launch with torchrun "
+            "(or set the torch.distributed env:// variables yourself)"
+        )
+    return _Replicas(device, launch)
 
 
 def train(

@@ -237,6 +237,8 @@ def test_launch_errors_name_what_is_missing(monkeypatch):
     with pytest.raises(ValueError, match="not launched by torchrun"):
         train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward, distributed=True)
     monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a world of one without a rendezvous: one process
+    train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward, epochs=1)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT is not"):
         train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward)
