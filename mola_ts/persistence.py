@@ -145,8 +145,11 @@ def save_estimator(estimator, path: str | os.PathLike, state: dict[str, Any] | N
     """Write ``estimator`` to ``path``: its params as JSON and its fitted ``state``.
 
     ``state`` defaults to the estimator's public fitted attributes; ``params`` to
-    ``get_params(deep=False)``. Raises TypeError naming what cannot be stored.
+    ``get_params(deep=False)``. Raises TypeError naming what cannot be stored. Under a
+    torch.distributed launch only rank 0 writes (every rank holds the same fitted model); the
+    path is returned on every rank.
     """
+    from .training import is_main_process
     params = estimator.get_params(deep=False) if params is None else params
     state = _fitted_attributes(estimator) if state is None else state
     payload = {
@@ -157,7 +160,8 @@ def save_estimator(estimator, path: str | os.PathLike, state: dict[str, Any] | N
         "state": _encode(dict(state), "state"),
     }
     path = Path(path)
-    torch.save(payload, path)
+    if is_main_process():
+        torch.save(payload, path)
     return path
 
 

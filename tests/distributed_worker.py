@@ -231,8 +231,7 @@ def _run_mola(out: Path, rank: int) -> dict:
     record = {}
     for router in ("segment", "ldmole"):
         model = build_mola(router).fit(forecast_frame())
-        if is_main_process():  # the pattern for files: rank 0 writes, every rank can read
-            model.save(out / f"mola_{router}_rank{rank}.pt")
+        model.save(out / f"mola_{router}_rank{rank}.pt")  # save() writes on rank 0 only
         record[router] = {
             "state": {k: v.clone() for k, v in model.model_.state_dict().items()},
             "foundation": {k: v.clone() for k, v in model.foundation_.model_.state_dict().items()},
@@ -262,8 +261,7 @@ def build_monitor() -> MOLAMonitor:
 
 def _run_monitor(out: Path, rank: int) -> dict:
     monitor = build_monitor().fit(process_frame(300, 0))
-    if is_main_process():
-        monitor.save(out / f"monitor_model_rank{rank}.pt")
+    monitor.save(out / f"monitor_model_rank{rank}.pt")  # save() writes on rank 0 only
     return {"history": monitor.training_history_, "threshold": monitor.threshold_,
             "scores": monitor.score_samples(process_frame(80, 1))}
 
