@@ -75,10 +75,9 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
             raise ValueError(f"validation_fraction must be None or in [0, 1), got {frac!r}")
         if self.lr_schedule not in (None, "halve"):
             raise ValueError(f"lr_schedule must be None or 'halve', got {self.lr_schedule!r}")
-        if self.backbone_params is not None and not isinstance(self.backbone_params, dict):
-            raise TypeError(
-                f"backbone_params must be a dict or None, got {type(self.backbone_params).__name__}"
-            )
+        sizes = getattr(self, "backbone_params", None)
+        if sizes is not None and not isinstance(sizes, dict):
+            raise TypeError(f"backbone_params must be a dict or None, got {type(sizes).__name__}")
 
     # -- data --------------------------------------------------------------------------------
     def _split_validation(self, values: np.ndarray, val_values: np.ndarray | None
@@ -322,8 +321,6 @@ class DLinearForecaster(DirectForecaster):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
-
-    backbone_params = None
 
     def _backbone_name(self) -> str:
         return "dlinear"
