@@ -65,3 +65,14 @@ def test_baselines_save_and_load(tmp_path):
 def test_bad_lookback_is_rejected():
     with pytest.raises(ValueError, match="lookback must be an integer >= 10"):
         ClassicalForecaster(horizon=4, lookback=5).fit(np.arange(50.0))
+
+
+def test_season_is_inferred_from_a_long_frame_too():
+    from mola_ts.data import to_long
+
+    wide = pd.DataFrame({"a": np.arange(60.0), "b": np.arange(60.0) * 2},
+                        index=pd.date_range("2024-01-01", periods=60, freq="h"))
+    model = SeasonalNaiveForecaster(horizon=4).fit(to_long(wide))
+    assert model.season_length_ == 24
+    out = model.predict()
+    assert list(out.columns) == ["unique_id", "ds", "y"] and len(out) == 8

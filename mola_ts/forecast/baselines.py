@@ -40,6 +40,13 @@ def infer_season_length(index) -> int:
     return _SEASONS.get(base, 1)
 
 
+def _time_index(y):
+    """The time index of a wide frame, or the sorted unique ``ds`` of a long one."""
+    if isinstance(y, pd.DataFrame) and "ds" in y.columns and "unique_id" in y.columns:
+        return pd.DatetimeIndex(np.sort(pd.unique(pd.to_datetime(y["ds"]))))
+    return getattr(y, "index", None)
+
+
 class SeasonalNaiveForecaster(SaveLoadMixin, BaseForecaster):
     """Repeat the last season: ``y[T + h] = y[T + h - m * ceil(h / m)]``.
 
@@ -77,9 +84,7 @@ class SeasonalNaiveForecaster(SaveLoadMixin, BaseForecaster):
     def fit(self, y, y_val=None):
         """Record the season length and the last season of ``y`` (``y_val`` is ignored)."""
         if self.season_length is None:
-            frame = y.set_index("ds") if isinstance(y, pd.DataFrame) and "ds" in y.columns \
-                else y
-            self.season_length_ = infer_season_length(getattr(frame, "index", None))
+            self.season_length_ = infer_season_length(_time_index(y))
         else:
             self.season_length_ = _check_int("season_length", self.season_length, 1)
         return super().fit(y)
@@ -139,9 +144,7 @@ class ClassicalForecaster(SaveLoadMixin, BaseForecaster):
     def fit(self, y, y_val=None):
         """Estimate the smoothing parameters of every variable on ``y`` (``y_val`` ignored)."""
         if self.season_length is None:
-            frame = y.set_index("ds") if isinstance(y, pd.DataFrame) and "ds" in y.columns \
-                else y
-            m = infer_season_length(getattr(frame, "index", None))
+            m = infer_season_length(_time_index(y))
         else:
             m = _check_int("season_length", self.season_length, 1)
         self.season_length_ = m if m > 1 and self._context_length() >= 2 * m else 1
