@@ -26,10 +26,14 @@ def infer_season_length(index) -> int:
     12 for monthly, 4 for quarterly, one day of steps for sub-hourly; else 1."""
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 3:
         return 1
-    freq = index.freq or pd.infer_freq(index)
-    if freq is None:
+    offset = index.freq
+    if offset is None:
+        try:
+            offset = pd.DatetimeIndex(index, freq="infer").freq  # no string round-trip
+        except ValueError:
+            return 1
+    if offset is None:
         return 1
-    offset = pd.tseries.frequencies.to_offset(freq)
     base = offset.rule_code.split("-")[0]
     if base == "min":
         return max(1, (24 * 60) // offset.n)
