@@ -1,9 +1,34 @@
-import numpy as np
-import pandas as pd
-import pytest
-from matplotlib.figure import Figure
+import matplotlib
 
-from mola_ts.plotting import contribution_chart, control_chart
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mola_ts.data import to_long  # noqa: E402
+from mola_ts.nn import LoRAMoEConfig, collect_aux, find_targets, inject, mola_plan  # noqa: E402
+from mola_ts.nn.transformer import TransformerEncoder  # noqa: E402
+from mola_ts.plotting import (  # noqa: E402
+    benchmark_chart,
+    contribution_chart,
+    control_chart,
+    forecast_chart,
+    monitor_chart,
+    routing_heatmap,
+)
+
+
+def assert_png(fig, path):
+    """The figure saves to a readable, non-blank PNG image."""
+    assert isinstance(fig, Figure)
+    fig.savefig(path)
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.01  # not one flat colour
 
 
 def _stats(n=50):
@@ -21,8 +46,8 @@ def test_control_chart_draws_one_panel_per_level_with_limit_and_onset(tmp_path):
     assert labels[:2] == ["T2", "limit"] and "fault onset" in labels
     np.testing.assert_allclose(top.lines[1].get_ydata(), 10.0)
     assert "alarm" in [line.get_label() for line in fig.axes[-1].lines]
-    fig.savefig(tmp_path / "chart.png")
-    assert (tmp_path / "chart.png").stat().st_size > 1000
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-1] == "alarm"
+    assert_png(fig, tmp_path / "chart.png")
     assert len(control_chart(_stats(), [("W", "W_limit")], logy=False).axes) == 1
 
 
@@ -35,12 +60,278 @@ def test_control_chart_errors():
         control_chart(np.zeros((3, 2)))
 
 
-def test_contribution_chart_sorts_and_limits_bars():
+def test_contribution_chart_sorts_and_limits_bars(tmp_path):
     frame = pd.DataFrame({"a": [1.0, 3.0], "b": [10.0, 10.0], "c": [0.0, np.nan]})
     fig = contribution_chart(frame, top=2)
     ax = fig.axes[0]
     heights = [patch.get_height() for patch in ax.patches]
     assert heights == [10.0, 2.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "a"]
+    assert_png(fig, tmp_path / "contributions.png")
     with pytest.raises(ValueError, match="no finite"):
         contribution_chart(pd.Series([np.nan], index=["a"]))
+
+
+# ------------------------------------------------------------------------------ forecast
+
+
+def _series(n=200, columns=("a", "b")):
+    index = pd.date_range("2024-01-01", periods=n, freq="h")
+    t = np.arange(n)
+    return pd.DataFrame({c: np.sin(t / (5.0 + i)) + i for i, c in enumerate(columns)},
+                        index=index)
+
+
+def _sktime_intervals(forecast, coverages=(0.8, 0.95), half_width=(0.2, 0.5)):
+    columns = pd.MultiIndex.from_tuples([(c, cov, side) for c in forecast.columns
+                                         for cov in coverages for side in ("lower", "upper")])
+    frame = pd.DataFrame(index=forecast.index, columns=columns, dtype=float)
+    for c in forecast.columns:
+        for cov, half in zip(coverages, half_width, strict=True):
+            frame[(c, cov, "lower")] = forecast[c] - half
+            frame[(c, cov, "upper")] = forecast[c] + half
+    return frame
+
+
+def _fill_bounds(collection):
+    """(lower, upper) y values of a fill_between polygon."""
+    ys = collection.get_paths()[0].vertices[:, 1]
+    return ys.min(), ys.max()
+
+
+def test_forecast_chart_draws_history_truth_forecast_and_sktime_intervals(tmp_path):
+    y = _series()
+    history, future = y.iloc[:150], y.iloc[150:174]
+    forecast = future * 0.9
+    fig = forecast_chart(history, forecast, truth=future,
+                         intervals=_sktime_intervals(forecast), history_length=48, title="t")
+    assert len(fig.axes) == 2
+    ax = fig.axes[1]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert {"history", "actual", "forecast"} <= set(lines)
+    assert len(lines["history"].get_xdata()) == 48  # only the last rows of history
+    np.testing.assert_allclose(lines["forecast"].get_ydata(), forecast["b"].to_numpy())
+    fills = ax.collections
+    assert [f.get_label() for f in fills] == ["95% interval", "80% interval"]  # widest first
+    low, high = _fill_bounds(fills[0])
+    assert low == pytest.approx((forecast["b"] - 0.5).min())
+    assert high == pytest.approx((forecast["b"] + 0.5).max())
+    assert fills[0].get_alpha() < fills[1].get_alpha()  # the wider interval is lighter
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["history", "actual"] and "forecast" in legend
+    assert_png(fig, tmp_path / "forecast.png")
+
+
+def test_forecast_chart_arrays_get_future_timestamps_and_interval_mapping():
+    history = _series(100)
+    forecast = np.ones((12, 2))
+    fig = forecast_chart(history, forecast, intervals={0.9: (forecast - 1, forecast + 1)},
+                         columns="b")
+    assert len(fig.axes) == 1
+    line = next(ln for ln in fig.axes[0].lines if ln.get_label() == "forecast")
+    first = pd.Timestamp(matplotlib.dates.num2date(line.get_xdata(orig=False)[0])).tz_localize(
+        None)
+    assert first == history.index[-1] + pd.Timedelta(hours=1)
+    assert fig.axes[0].get_ylabel() == "b"
+    # plain arrays throughout: positions continue after the history
+    fig = forecast_chart(np.arange(30.0), np.arange(30.0, 40.0), truth=np.arange(30.0, 40.0))
+    line = next(ln for ln in fig.axes[0].lines if ln.get_label() == "forecast")
+    assert list(line.get_xdata()) == list(range(30, 40))
+    # one drawn variable: interval arrays of that variable alone
+    fig = forecast_chart(history, forecast, columns=[0], intervals={0.5: (np.zeros(12),
+                                                                         np.ones(12) * 2)})
+    assert _fill_bounds(fig.axes[0].collections[0]) == (0.0, 2.0)
+
+
+def test_forecast_chart_accepts_long_frames():
+    y = _series(80)
+    fig = forecast_chart(to_long(y.iloc[:60]), to_long(y.iloc[60:]), truth=to_long(y.iloc[60:]))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["a", "b"]
+
+
+def test_forecast_chart_errors():
+    y = _series(60)
+    forecast = y.iloc[40:]
+    with pytest.raises(ValueError, match="no column 'zz'"):
+        forecast_chart(y, forecast, columns=["zz"])
+    with pytest.raises(ValueError, match="lower bound exceeds"):
+        forecast_chart(y, forecast, intervals={0.9: (forecast + 1, forecast - 1)})
+    with pytest.raises(ValueError, match="three column levels"):
+        forecast_chart(y, forecast, intervals=forecast)
+    with pytest.raises(ValueError, match="at most 12"):
+        forecast_chart(np.zeros((10, 13)), np.zeros((3, 13)))
+    with pytest.raises(ValueError, match="history has no column"):
+        forecast_chart(y[["a"]], forecast)
+    with pytest.raises(ValueError, match="history_length"):
+        forecast_chart(y, forecast, history_length=0)
+    with pytest.raises(TypeError, match="history must be"):
+        forecast_chart("y", forecast)
+
+
+# ------------------------------------------------------------------------------ monitoring
+
+
+def _monitor_stats(n=80, blocks=("unit_a", "unit_b")):
+    rng = np.random.default_rng(0)
+    columns = {}
+    for b in blocks:
+        for level in ("T2", "W", "SPE", "index"):
+            values = rng.uniform(0.5, 1.5, n)
+            values[40:] *= 20
+            columns[f"{b}.{level}"] = values
+            columns[f"{b}.{level}_limit"] = np.full(n, 5.0)
+        columns[f"{b}.weight"] = np.ones(n)
+    columns["PFI"] = np.r_[np.full(40, 0.001), np.full(n - 40, 0.9)]
+    columns["PFI_limit"] = np.full(n, 0.01)
+    columns["alarm"] = (columns["PFI"] > 0.01).astype(int)
+    return pd.DataFrame(columns, index=pd.date_range("2024-01-01", periods=n, freq="3min"))
+
+
+def test_monitor_chart_draws_every_level_of_every_block_and_the_global_index(tmp_path):
+    stats = _monitor_stats()
+    fig = monitor_chart(stats, onset=40, title="levels")
+    assert len(fig.axes) == 2 * 3 + 1  # blocks x (T2, W, index) + PFI
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["Hotelling T²", "quantile CUSUM W",
+                                                       "block index $P_b$"]
+    assert [fig.axes[i].get_ylabel() for i in (0, 3, 6)] == ["unit_a", "unit_b", "PFI"]
+    for ax in fig.axes:
+        labels = [line.get_label() for line in ax.lines]
+        assert "limit" in labels and "fault onset" in labels
+    bottom = {line.get_label(): line for line in fig.axes[-1].lines}
+    np.testing.assert_allclose(bottom["limit"].get_ydata(), 0.01)
+    assert len(bottom["alarm"].get_xdata()) == 40
+    assert_png(fig, tmp_path / "monitor.png")
+    fig = monitor_chart(stats, levels="SPE", blocks=["unit_b"], global_column=None)
+    assert len(fig.axes) == 1 and fig.axes[0].get_ylabel() == "unit_b"
+
+
+def test_monitor_chart_errors():
+    stats = _monitor_stats()
+    with pytest.raises(ValueError, match="no '<block>.<level>' columns"):
+        monitor_chart(stats, levels=["Q"])
+    with pytest.raises(ValueError, match="no column"):
+        monitor_chart(stats.drop(columns="unit_b.W_limit"))
+    with pytest.raises(ValueError, match="onset"):
+        monitor_chart(stats, onset=500)
+
+
+# ------------------------------------------------------------------------------ routing
+
+
+def _injected_encoder(config_or_plan, targets=r"layers\.\d+\.ffn\.fc[12]"):
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(n_layers=4, d_model=16, n_heads=2, d_ff=16, dropout=0.0)
+    inject(encoder, targets if not hasattr(config_or_plan, "layers") else None, config_or_plan,
+           random_state=0)
+    with torch.no_grad():
+        encoder(torch.randn(3, 5, 16))
+    return encoder
+
+
+def test_routing_heatmap_of_layer_loads_pads_smaller_layers(tmp_path):
+    names = find_targets(TransformerEncoder(4, 16, 2, 16), r"layers\.\d+\.ffn\.fc[12]")
+    plan = mola_plan(names, "2468", rank=2, config=LoRAMoEConfig.preset("mola"))
+    report = collect_aux(_injected_encoder(plan))
+    fig = routing_heatmap(report, title="loads")
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (8, 8)
+    first = report.layers["layers.0.ffn.fc1"]["load"].numpy()
+    np.testing.assert_allclose(image[0, :2], first)
+    assert image.mask[0, 2:].all() and not image.mask[-1].any()  # 2 experts, then 8
+    np.testing.assert_allclose(image.sum(axis=1), 2.0, rtol=1e-6)  # top-2: two experts a token
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][0] == "layers.0.ffn.fc1"
+    assert fig.axes[1].get_ylabel() == "share of tokens routed to the expert"
+    assert_png(fig, tmp_path / "routing.png")
+
+
+def test_routing_heatmap_active_experts_per_token():
+    encoder = _injected_encoder(LoRAMoEConfig.preset("ldmole", n_experts=4, rank=2))
+    report = collect_aux(encoder)
+    fig = routing_heatmap(report.layers, statistic="active", max_tokens=10)
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (8, 10)
+    np.testing.assert_array_equal(image[3], report.layers["layers.1.ffn.fc2"]["active"][:10])
+    assert fig.axes[0].get_xlabel() == "token"
+
+
+def test_routing_heatmap_of_matrices(tmp_path):
+    gates = {f"layer {i}": torch.softmax(torch.randn(3, 4), dim=-1) for i in range(4)}
+    fig = routing_heatmap(gates, xlabel="expert", ylabel="segment", label="segment gate")
+    assert len(fig.axes) == 5  # four heatmaps and one shared colour bar
+    assert [ax.get_title() for ax in fig.axes[:4]] == list(gates)
+    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), gates["layer 2"].numpy())
+    assert len(fig.axes[0].texts) == 12  # small matrices are annotated
+    assert_png(fig, tmp_path / "gates.png")
+    frame = pd.DataFrame([[0.5, 0.5]], index=pd.Index(["seg 0"], name="segment"),
+                         columns=pd.Index(["e0", "e1"], name="expert"))
+    fig = routing_heatmap(frame)
+    assert fig.axes[0].get_xlabel() == "expert" and fig.axes[0].get_ylabel() == "segment"
+
+
+def test_routing_heatmap_errors():
+    with pytest.raises(ValueError, match="statistic"):
+        routing_heatmap(np.ones((2, 2)), statistic="usage")
+    with pytest.raises(ValueError, match="2-D"):
+        routing_heatmap(np.ones(3))
+    with pytest.raises(ValueError, match="no statistic 'active'"):
+        routing_heatmap({"layer": {"load": torch.ones(2)}}, statistic="active")
+    with pytest.raises(TypeError):
+        routing_heatmap("routing")
+
+
+# ------------------------------------------------------------------------------ benchmarks
+
+
+def _forecast_results():
+    rows = [{"dataset": "ETTh1", "horizon": 48, "model": "mola-foundation", "mse": 9.0}]
+    for dataset in ("ETTh1", "ILI"):
+        for h in (24, 48):
+            for i, model in enumerate(("mola", "direct", "naive")):
+                rows.append({"dataset": dataset, "horizon": h, "model": model,
+                             "mse": 0.1 * (i + 1) + h / 1000, "mae": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_benchmark_chart_recognises_the_forecast_results(tmp_path):
+    results = _forecast_results()
+    path = tmp_path / "results.csv"
+    results.to_csv(path, index=False)
+    fig = benchmark_chart(path, title="forecast")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["dataset = ETTh1", "dataset = ILI"]
+    heights = sorted(p.get_height() for p in axes[0].patches)
+    expected = results[(results.dataset == "ETTh1") & (results.model != "mola-foundation")]
+    np.testing.assert_allclose(heights, sorted(expected.mse))  # the foundation row is dropped
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["24", "48"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mola", "direct", "naive"]
+    assert_png(fig, tmp_path / "forecast_bench.png")
+
+
+def test_benchmark_chart_tep_lora_and_explicit_layouts(tmp_path):
+    tep = pd.DataFrame({"fault": [0, 1, 1, 2, 2], "model": ["MOLA", "MOLA", "PCA", "MOLA", "PCA"],
+                        "fdr": [np.nan, 0.99, 0.98, 0.97, 0.5], "far": 0.01,
+                        "delay_samples": 3.0})
+    fig = benchmark_chart(tep)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2"]
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == [0.5, 0.97, 0.98, 0.99]
+    lora = pd.DataFrame({"impl": ["reference", "naive_loop"] * 2, "tokens": 64, "d_in": 8,
+                         "d_out": 8, "experts": 4, "rank": 2,
+                         "router": ["topk", "topk", "ldmole", "ldmole"],
+                         "fwd_bwd_ms": [1.0, 10.0, 2.0, 20.0], "peak_mb": 1.0})
+    fig = benchmark_chart(lora, logy=True)
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_title() == "tokens = 64"
+    fig = benchmark_chart(lora, "peak_mb", x="router", hue="impl")
+    assert fig.axes[0].get_ylabel() == "peak_mb"
+    assert_png(fig, tmp_path / "lora_bench.png")
+
+
+def test_benchmark_chart_errors():
+    results = _forecast_results()
+    with pytest.raises(ValueError, match="several rows share"):  # two datasets, no panel
+        benchmark_chart(results.drop(columns="dataset"), "mse", x="horizon", hue="model")
+    with pytest.raises(ValueError, match="no known benchmark layout"):
+        benchmark_chart(pd.DataFrame({"a": [1.0]}))
+    with pytest.raises(ValueError, match="no column 'speed'"):
+        benchmark_chart(results, "speed")
+    with pytest.raises(TypeError):
+        benchmark_chart(42)
