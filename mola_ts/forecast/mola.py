@@ -60,6 +60,15 @@ class SegmentAdapter(nn.Module):
         (the routing input is their concatenation, ``2 * router_features`` wide).
     random_state : int, optional
         Seed of the adapter initialisation.
+
+    Notes
+    -----
+    When the backbone exposes ``forward_prefix`` / ``forward_suffix`` and no adapted module
+    lies in its ``PREFIX_MODULES`` (the iTransformer and patch backbones with the default
+    feed-forward targets), the frozen prefix (normalisation, embedding, first attention block)
+    runs once per window and only its output is stacked K times: the same result as stacking
+    the window (in eval mode), at a lower cost. In training the K copies then share the
+    prefix's dropout mask.
     """
 
     def __init__(self, foundation: nn.Module, n_segments: int, config: LoRAMoEConfig,
