@@ -801,6 +801,8 @@ def routing(model: nn.Module, task_ids: torch.Tensor | None = None,
         (B, d_r) routing vectors used instead of the tokens to compute router logits
         (e.g. segment embedding + window representation); layers need ``router_dim = d_r``.
 
+    Notes
+    -----
     Per-sample values broadcast over the middle dims of each layer's (B, ..., d_in) input.
     The previous values are restored on exit, so contexts nest.
     """
