@@ -102,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/forecast", help="output folder")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny models, one epoch, first two horizons")
+    parser.add_argument("--foundation-lr", type=float, default=None,
+                        help="MoLA foundation learning rate (default: 5e-4, the reference)")
+    parser.add_argument("--foundation-epochs", type=int, default=5,
+                        help="MoLA foundation epochs (default: 5, the reference)")
+    parser.add_argument("--foundation-patience", type=int, default=2,
+                        help="MoLA foundation early-stopping patience (default: 2)")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
@@ -131,9 +137,20 @@ def _print(*args, flush: bool = False) -> None:
     print(*args, flush=flush)
 
 
+def _val_mse(model) -> float:
+    """Best validation MSE seen in training (MoLA: mean of the segments), NaN if none."""
+    per_segment = getattr(model, "segment_val_loss_", None)
+    if per_segment is not None:
+        return float(np.mean(per_segment))
+    losses = [h["val_loss"] for h in getattr(model, "history_", []) if "val_loss" in h]
+    return float(min(losses)) if losses else float("nan")
+
+
 def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | os.PathLike,
                   quick: bool = False, seed: int = 2023, segment_length: int | None = None,
-                  device: str = "cpu", data_home=None, log=_print) -> pd.DataFrame:
+                  device: str = "cpu", data_home=None, foundation_lr: float | None = None,
+                  foundation_epochs: int = 5, foundation_patience: int = 2,
+                  log=_print) -> pd.DataFrame:
     """Run the benchmark, write ``results.csv`` and ``results.md`` under ``out``; return rows."""
     from mola_ts.data import get_dataset_info, ltsf_split
     from mola_ts.forecast import (
@@ -163,7 +180,7 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
         if bad and any(m.startswith("mola") for m in models):
             raise ValueError(f"horizons {bad} are not multiples of segment length {seg}")
         epochs = 1 if quick else 10
-        f_epochs = 1 if quick else 5
+        f_epochs = 1 if quick else foundation_epochs
         tiny = {"d_model": 32, "d_ff": 32, "n_heads": 4}
         frame = pd.concat([split.train, split.val.iloc[lookback:], split.test.iloc[lookback:]])
         target_start = len(split.train) + len(split.val) - lookback
@@ -180,7 +197,7 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
             rows.append({"dataset": info.name, "horizon": horizon, "model": model_name,
                          "mse": m_se, "mae": m_ae, "train_seconds": seconds,
                          "trainable_params": trainable, "total_params": total,
-                         "train_cpu_seconds": cpu})
+                         "train_cpu_seconds": cpu, "val_mse": _val_mse(model)})
             log(f"  {info.name:<6} H={horizon:<4} {model_name:<16} mse {m_se:.4f} mae "
                 f"{m_ae:.4f}  train {seconds:7.1f}s wall {cpu:7.1f}s cpu  "
                 f"params {trainable}/{total}", flush=True)
@@ -189,7 +206,8 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
         if any(m.startswith("mola") for m in models):
             foundation = DirectForecaster(
                 lookback, seg, backbone_params=tiny if quick else plan.foundation,
-                epochs=f_epochs, patience=2, lr=plan.foundation_lr, **common)
+                epochs=f_epochs, patience=foundation_patience,
+                lr=foundation_lr or plan.foundation_lr, **common)
             t0 = time.perf_counter()
             c0 = time.process_time()
             foundation.fit(split.train, y_val=split.val)
@@ -311,7 +329,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MOLA_TS_NO_PROGRESS", "1")
     run_benchmark(args.datasets, args.horizons, args.models, out=args.out, quick=args.quick,
                   seed=args.seed, segment_length=args.segment_length, device=args.device,
-                  data_home=args.data_home)
+                  data_home=args.data_home, foundation_lr=args.foundation_lr,
+                  foundation_epochs=args.foundation_epochs,
+                  foundation_patience=args.foundation_patience)
     print()
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'results.md'}")
