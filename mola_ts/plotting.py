@@ -4,8 +4,8 @@ The functions take data, not estimators, so any model family can use them: a for
 predictions and intervals, the monitor's ``statistics(X)`` and ``contributions(X)`` frames, the
 routing statistics of :func:`mola_ts.nn.collect_aux`, the ``results.csv`` of a benchmark. Each
 returns a :class:`matplotlib.figure.Figure` made without pyplot's global state (safe on a
-headless machine); save it with ``fig.savefig(path)``. In a notebook the figure is shown when it
-is the last expression of a cell.
+headless machine); save it with ``fig.savefig(path)``. In Jupyter, after ``%matplotlib inline``
+(or any pyplot import), a figure that ends a cell is shown.
 
 - :func:`forecast_chart`: history, forecast, actual values and prediction intervals, one panel
   per variable.
@@ -32,7 +32,7 @@ from matplotlib import colormaps
 from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 __all__ = [
     "forecast_chart",
@@ -405,7 +405,8 @@ def control_chart(stats: pd.DataFrame, panels: Sequence[tuple[str, str]] | None 
     if alarm_column is not None and alarm_column in stats.columns:
         _mark_alarms(axes[-1], x, stats[alarm_column].to_numpy() == 1)
     handles, labels = axes[0].get_legend_handles_labels()
-    if len(axes) > 1:  # the alarms are drawn on the last panel
+    if len(axes) > 1:  # one legend for all panels; the alarms are drawn on the last one
+        labels[0] = "statistic"
         for handle, lab in zip(*axes[-1].get_legend_handles_labels(), strict=True):
             if lab == "alarm":
                 handles.append(handle)
@@ -730,6 +731,8 @@ def routing_heatmap(routing: Any, *, statistic: str = "load", max_tokens: int = 
     for ax in axes[n:]:
         ax.set_visible(False)
     bar = fig.colorbar(image, ax=list(axes[:n]), shrink=0.9)
+    if np.all(finite == np.round(finite)):  # counts (active experts): integer ticks
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     bar.set_label(label if label is not None else default_label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
     if title:

@@ -46,7 +46,8 @@ def test_control_chart_draws_one_panel_per_level_with_limit_and_onset(tmp_path):
     assert labels[:2] == ["T2", "limit"] and "fault onset" in labels
     np.testing.assert_allclose(top.lines[1].get_ydata(), 10.0)
     assert "alarm" in [line.get_label() for line in fig.axes[-1].lines]
-    assert [t.get_text() for t in fig.legends[0].get_texts()][-1] == "alarm"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "statistic" and legend[-1] == "alarm"
     assert_png(fig, tmp_path / "chart.png")
     assert len(control_chart(_stats(), [("W", "W_limit")], logy=False).axes) == 1
 
