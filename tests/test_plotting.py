@@ -326,6 +326,22 @@ def test_benchmark_chart_tep_lora_and_explicit_layouts(tmp_path):
     assert_png(fig, tmp_path / "lora_bench.png")
 
 
+def test_benchmark_chart_kernel_and_uncertainty_layouts():
+    kernels = pd.DataFrame([{"plan": plan, "tokens": n, "d": 1024, "dtype": "bf16",
+                             "method": method, "fwd_bwd_ms": ms, "peak_mib": 1.0}
+                            for plan in ("8x8", "mixed") for n in (8192, 16384)
+                            for method, ms in (("fused", 1.0), ("reference", 3.0))])
+    fig = benchmark_chart(kernels)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["plan = 8x8, d = 1024", "plan = mixed, d = 1024"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["8192", "16384"]
+    uncertainty = pd.DataFrame({"method": ["MAP", "ensemble", "laplace", "mixture"],
+                                "nll": 1.0, "crps": [0.5, 0.4, 0.45, 0.35]})
+    fig = benchmark_chart(uncertainty)  # no dataset column: one group, a bar per method
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == [0.35, 0.4, 0.45, 0.5]
+    assert fig.axes[0].get_ylabel() == "crps"
+
+
 def test_benchmark_chart_errors():
     results = _forecast_results()
     with pytest.raises(ValueError, match="several rows share"):  # two datasets, no panel
