@@ -16,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mkdocs")  # dev extra
-pytest.importorskip("mkdocstrings_handlers.python")
-pytest.importorskip("material")
-
-import mola_ts  # noqa: E402
-from mola_ts.bench import BENCHMARKS, DEMOS  # noqa: E402
-from mola_ts.data import DATASETS  # noqa: E402
-from mola_ts.monitor import MOLAMonitor  # noqa: E402
+import mola_ts
+from mola_ts.bench import BENCHMARKS, DEMOS
+from mola_ts.data import DATASETS
+from mola_ts.monitor import MOLAMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")  # dev extra; the import error names what to install
-nbclient = pytest.importorskip("nbclient")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # notebook -> figures it must show when run (each plotting call that ends a cell)
