@@ -44,6 +44,7 @@ def test_notebook_runs_with_small_settings(name, tmp_path, monkeypatch):
         monkeypatch.setenv(variable, "1")
     notebook = nbformat.read(EXAMPLES / name, as_version=4)
     client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=240,
+                                     startup_timeout=180,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError, with the failing cell, on any error
     outputs = [out for cell in notebook.cells if cell.cell_type == "code"
