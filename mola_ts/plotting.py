@@ -181,13 +181,13 @@ def _interval_bounds(intervals: Any, forecast: pd.DataFrame, columns: Sequence[s
                 raise TypeError(f"intervals[{coverage!r}] must be a (lower, upper) pair")
             bounds = []
             for side, values in zip(("lower", "upper"), pair, strict=True):
-                names = list(forecast.columns)
+                labels = list(forecast.columns)
                 if not isinstance(values, (pd.DataFrame, pd.Series)) and len(columns) == 1:
                     shape = np.shape(values)
                     if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
-                        names = list(columns)  # one drawn variable: bounds of it alone
+                        labels = list(columns)  # one drawn variable: bounds of it alone
                 frame = _as_frame(values, f"intervals[{coverage!r}] {side}", index=forecast.index,
-                                  columns=names)
+                                  columns=labels)
                 if isinstance(values, (pd.DataFrame, pd.Series)):
                     missing = [c for c in columns if c not in frame.columns]
                     if missing:
