@@ -16,6 +16,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                  "long-term forecasting benchmark: MoLA vs direct iTransformer and baselines"),
     "lora": ("mola_ts.bench.lora",
              "LoRA-MoE layer: vectorised reference vs naive expert loop vs plain LoRA"),
+    "uncertainty": ("mola_ts.bench.uncertainty",
+                    "probabilistic forecasts: MAP, deep ensemble, Laplace, Laplace mixture"),
 }
 DEMOS: dict[str, tuple[str, str]] = {
     "tep": ("mola_ts.bench.tep_demo",

@@ -6,6 +6,11 @@ DatetimeIndex, a Series, or an array) or on Nixtla's long ``unique_id, ds, y`` f
 fitted on (or of ``y_context``) with future timestamps, in the layout it was fitted with.
 Subclasses implement ``_fit(values, val_values)``, ``_forecast(windows)`` and
 ``_context_length()``; this class never modifies the user's data.
+
+Probabilistic forecasts (uncertainty spec §4) are implemented here once for every forecaster
+whose ``_forecast_distribution(windows)`` returns a :class:`~mola_ts.uncertainty.GaussianMixture`
+per window, step and variable: ``predict_distribution``, ``predict_interval`` and
+``predict_quantiles`` (sktime's column layouts) and ``predict_windows_distribution``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,35 @@ from ..data import (
     to_wide,
 )
 from ..metrics import mse
+from ..uncertainty import GaussianMixture
 
 __all__ = ["BaseForecaster", "LONG_COLUMNS"]
 
 LONG_COLUMNS = ("unique_id", "ds", "y")
+
+
+def _levels(values, name: str, default) -> list[float]:
+    """A float or a sequence of floats in (0, 1) as a list (``coverage`` / ``alpha``)."""
+    if values is None:
+        values = default
+    items = [values] if np.ndim(values) == 0 else list(np.asarray(values, dtype=object).ravel())
+    if not items:
+        raise ValueError(f"{name} must be a float in (0, 1) or a non-empty list of them, got []")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must hold floats in (0, 1), got {v!r} "
+                            f"({type(v).__name__})")
+        if not 0.0 < float(v) < 1.0:
+            raise ValueError(f"{name} must lie in (0, 1), got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def _take(dist: GaussianMixture, i: int) -> GaussianMixture:
+    """Window ``i`` of a batch of per-window mixtures (the leading batch axis)."""
+    return GaussianMixture(dist.means[i], dist.variances[i], dist.weights[i],
+                           noise_variances=dist.noise_variances[i])
 
 
 def _is_long(y) -> bool:
@@ -56,6 +86,15 @@ class BaseForecaster(BaseEstimator):
     def _forecast(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts (N, horizon, C) from context windows (N, context, C), original units."""
         raise NotImplementedError
+
+    def _forecast_distribution(self, windows: np.ndarray) -> GaussianMixture:
+        """Predictive distribution, batch shape (N, horizon, C), of context windows (N, context,
+        C), original units. Forecasters without one raise a ValueError saying what to use."""
+        raise ValueError(
+            f"{type(self).__name__} has no predictive distribution; probabilistic forecasts "
+            "come from DirectForecaster and MoLAForecaster fitted with uncertainty='laplace' "
+            "(or 'noise')"
+        )
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_horizon(self) -> None:
@@ -151,6 +190,139 @@ class BaseForecaster(BaseEstimator):
         if self.input_format_ == "long":
             return to_long(frame)
         return frame
+
+    # -- probabilistic forecasts -------------------------------------------------------------
+    def _distribution_and_index(self, y_context) -> tuple[GaussianMixture, pd.Index]:
+        check_is_fitted(self, "context_")
+        window, index, n_rows = self._context_from(y_context)
+        dist = _take(self._forecast_distribution(window[None].astype(np.float64)), 0)
+        return dist, future_index(index, n_rows, self.horizon)
+
+    def predict_distribution(self, y_context=None) -> GaussianMixture:
+        """Predictive distribution of the ``horizon`` steps after the fitted series (or context).
+
+        Parameters
+        ----------
+        y_context : DataFrame, Series, ndarray or long frame, optional
+            Recent history, as in :meth:`predict`.
+
+        Returns
+        -------
+        GaussianMixture
+            Batch shape ``(horizon, n_variables)`` (rows: future steps, columns: the variables
+            in ``columns_`` order), one mixture component per ensemble member, in the original
+            units. Its ``mean`` equals ``predict()`` up to float32 rounding.
+
+        Raises
+        ------
+        ValueError
+            When the forecaster was fitted without uncertainty (the message names the
+            parameter to set).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mola_ts.forecast import DirectForecaster
+        >>> y = np.sin(np.arange(300) / 5.0)[:, None].repeat(2, axis=1)
+        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16},
+        ...                          epochs=1, uncertainty="laplace").fit(y)
+        >>> dist = model.predict_distribution()
+        >>> dist.batch_shape, dist.n_components
+        ((6, 2), 1)
+        """
+        return self._distribution_and_index(y_context)[0]
+
+    def predict_interval(self, coverage=0.9, y_context=None) -> pd.DataFrame:
+        """Central prediction intervals of the next ``horizon`` steps, in sktime's layout.
+
+        Parameters
+        ----------
+        coverage : float or list of float in (0, 1)
+            Nominal coverage(s): the interval of coverage ``c`` runs from the ``(1 - c) / 2``
+            to the ``(1 + c) / 2`` quantile of the predictive distribution.
+        y_context : DataFrame, Series, ndarray or long frame, optional
+            Recent history, as in :meth:`predict`.
+
+        Returns
+        -------
+        DataFrame
+            Indexed by the future timestamps (or integer positions); columns a three-level
+            MultiIndex ``(variable, coverage, "lower" | "upper")``, as sktime's
+            ``predict_interval``. Always this wide layout, also for a model fitted on a long
+            frame (the variables are then the ``unique_id`` values).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mola_ts.forecast import DirectForecaster
+        >>> y = np.sin(np.arange(300) / 5.0)[:, None]
+        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16},
+        ...                          epochs=1, uncertainty="laplace").fit(y)
+        >>> intervals = model.predict_interval(coverage=[0.8, 0.9])
+        >>> intervals.shape
+        (6, 4)
+        >>> [(name, float(c), side) for name, c, side in intervals.columns[:2]]
+        [('x0', 0.8, 'lower'), ('x0', 0.8, 'upper')]
+        """
+        coverages = _levels(coverage, "coverage", 0.9)
+        dist, index = self._distribution_and_index(y_context)
+        columns, data = [], []
+        bounds = {c: dist.interval(c) for c in coverages}
+        for j, name in enumerate(self.columns_):
+            for c in coverages:
+                for side, values in zip(("lower", "upper"), bounds[c], strict=True):
+                    columns.append((name, c, side))
+                    data.append(values[:, j])
+        return pd.DataFrame(np.column_stack(data), index=index,
+                            columns=pd.MultiIndex.from_tuples(columns))
+
+    def predict_quantiles(self, alpha=None, y_context=None) -> pd.DataFrame:
+        """Quantiles of the predictive distribution of the next ``horizon`` steps (sktime layout).
+
+        Parameters
+        ----------
+        alpha : float or list of float in (0, 1), default [0.05, 0.95]
+            Quantile levels.
+        y_context : DataFrame, Series, ndarray or long frame, optional
+            Recent history, as in :meth:`predict`.
+
+        Returns
+        -------
+        DataFrame
+            Indexed by the future timestamps; columns a two-level MultiIndex
+            ``(variable, alpha)``, as sktime's ``predict_quantiles``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mola_ts.forecast import DirectForecaster
+        >>> y = np.sin(np.arange(300) / 5.0)[:, None]
+        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16},
+        ...                          epochs=1, uncertainty="laplace").fit(y)
+        >>> q = model.predict_quantiles(alpha=[0.1, 0.5, 0.9])
+        >>> [(name, float(a)) for name, a in q.columns]
+        [('x0', 0.1), ('x0', 0.5), ('x0', 0.9)]
+        """
+        alphas = _levels(alpha, "alpha", [0.05, 0.95])
+        dist, index = self._distribution_and_index(y_context)
+        values = dist.quantiles(alphas)  # (horizon, C, A)
+        columns = [(name, a) for name in self.columns_ for a in alphas]
+        data = values.reshape(len(index), -1)  # variable-major, then alpha: the column order
+        return pd.DataFrame(data, index=index, columns=pd.MultiIndex.from_tuples(columns))
+
+    def predict_windows_distribution(self, y, *, stride: int = 1) -> GaussianMixture:
+        """Predictive distributions of every rolling window of ``y`` (the evaluation protocol).
+
+        Windows as in :meth:`predict_windows`; returns a :class:`GaussianMixture` of batch shape
+        ``(n_windows, horizon, n_variables)``, ready for :func:`mola_ts.metrics.
+        probabilistic_scores` against the windows' targets.
+        """
+        check_is_fitted(self, "context_")
+        ctx = self._context_length()
+        series, _ = self._read(y, "y", min_rows=ctx + self.horizon, fitted=True,
+                               what_for=self._rows_reason())
+        x, _ = sliding_windows(series.values, ctx, self.horizon, stride)
+        return self._forecast_distribution(np.ascontiguousarray(x, dtype=np.float64))
 
     def predict_windows(self, y, *, stride: int = 1) -> np.ndarray:
         """Forecasts of every rolling window of ``y`` (the evaluation protocol).

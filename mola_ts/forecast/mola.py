@@ -289,13 +289,35 @@ class MoLAForecaster(NeuralForecaster):
         At most 10 epochs, per-segment patience 3, lr 1e-3 in the reference.
     batch_size, lr_schedule, scale, validation_fraction, device, random_state, verbose :
         As in :class:`~mola_ts.forecast.DirectForecaster` (shared by both stages).
+    n_ensemble : int
+        K adapters trained with seeds ``random_state + 1000 k`` on the one frozen foundation
+        (trained once): a deep ensemble at the cost of K adaptations. The point forecast is
+        their mean; 1 (default) is the plain MoLA forecaster.
+    uncertainty : {None, "laplace", "noise"}
+        Predictive distribution for ``predict_interval`` / ``predict_quantiles`` /
+        ``predict_distribution``: "laplace" fits, post hoc, a last-layer Laplace on the
+        foundation head of every adapter and segment (with K > 1 the mixture of Laplace
+        approximations, uncertainty spec §1); "noise" keeps only the fitted noise (the MAP
+        Gaussian, with K > 1 the deep ensemble). None: point forecasts only (the probabilistic
+        methods raise a ValueError naming this parameter). Details in
+        :mod:`mola_ts.forecast.neural`.
+    uncertainty_data : {"train", "validation"}
+        Windows the Laplace (curvature, evidence-tuned prior precision and noise) is fitted
+        on: the training windows (the Laplace approximation of the training posterior) or the
+        validation windows (noise of held-out data).
 
     Attributes
     ----------
     foundation_ : DirectForecaster
         The fitted foundation (reuse it for other horizons that are multiples of S).
     model_ : SegmentAdapter
-        The adapted network.
+        The adapted network (ensemble member 0).
+    members_ : list of SegmentAdapter
+        The K adapters (``members_[0] is model_``), each holding the frozen foundation weights.
+    laplace_ : list of list of LastLayerLaplace or None
+        ``laplace_[k][j]``: the Laplace of member k's head on segment j.
+    member_seconds_, uncertainty_seconds_ : list of float
+        Wall-clock time of each adaptation and of fitting its Laplace approximations.
     n_segments_ : int
         K.
     history_ : list of dict
@@ -303,7 +325,8 @@ class MoLAForecaster(NeuralForecaster):
     segment_val_loss_ : ndarray
         Best validation MSE of each segment (scaled units).
     foundation_seconds_, adapt_seconds_ : float
-        Wall-clock time of the two stages (0 for a reused foundation).
+        Wall-clock time of the two stages (0 for a reused foundation); ``adapt_seconds_``
+        sums the K adaptations.
 
     Examples
     --------
@@ -315,6 +338,16 @@ class MoLAForecaster(NeuralForecaster):
     ...                        n_experts=2, rank=2, epochs=1, foundation_epochs=1)
     >>> model.fit(y).predict().shape
     (12, 2)
+
+    Five adapters on one foundation, each with a last-layer Laplace: the Laplace mixture.
+
+    >>> model = MoLAForecaster(lookback=24, horizon=12, segment_length=4, backbone_params=small,
+    ...                        n_experts=2, rank=2, epochs=1, foundation_epochs=1,
+    ...                        n_ensemble=5, uncertainty="laplace").fit(y)
+    >>> model.predict_distribution().n_components
+    5
+    >>> model.predict_quantiles(alpha=[0.1, 0.5, 0.9]).shape
+    (12, 6)
     """
 
     def __init__(self, lookback: int = 96, horizon: int = 96, *, segment_length: int = 24,
@@ -326,6 +359,8 @@ class MoLAForecaster(NeuralForecaster):
                  foundation_lr: float = 5e-4, epochs: int = 10, patience: int = 3,
                  lr: float = 1e-3, batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
+                 n_ensemble: int = 1, uncertainty: str | None = None,
+                 uncertainty_data: str = "train",
                  device: str = "cpu", random_state: int | None = 0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
@@ -350,6 +385,9 @@ class MoLAForecaster(NeuralForecaster):
         self.lr_schedule = lr_schedule
         self.scale = scale
         self.validation_fraction = validation_fraction
+        self.n_ensemble = n_ensemble
+        self.uncertainty = uncertainty
+        self.uncertainty_data = uncertainty_data
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -454,9 +492,10 @@ class MoLAForecaster(NeuralForecaster):
             )
         return targets[0] if len(targets) == 1 else "|".join(f"(?:{t})" for t in targets)
 
-    def _build_module(self) -> SegmentAdapter:
+    def _build_module(self, member: int = 0) -> SegmentAdapter:
         network = self.foundation_.model_
-        seed = None if self.random_state is None else int(self.random_state) + 7
+        seed = self._member_seed(member)
+        seed = None if seed is None else seed + 7
         return SegmentAdapter(network, self._n_segments(), self._lora_config(),
                               self._targets(network), adapter=self.adapter,
                               router_features=self._router_features, random_state=seed)
@@ -485,9 +524,28 @@ class MoLAForecaster(NeuralForecaster):
                                                                           val_values)
         self.scaler_ = self.foundation_.scaler_
         self.n_segments_ = self._n_segments()
-        start = time.perf_counter()
-        seed_everything(self.random_state)
-        module = self._build_module()
+        members, seconds = [], []
+        for k in range(self._n_members()):
+            start = time.perf_counter()
+            module, result, stopper, report = self._adapt(k, train_values, val_values)
+            members.append(module)
+            seconds.append(time.perf_counter() - start)
+            if k == 0:
+                self.n_trainable_parameters_ = report.trainable
+                self.n_parameters_ = report.total
+                self.history_ = result.history
+                self.segment_val_loss_ = None if stopper is None else stopper.best_losses.copy()
+                self.segment_stop_epochs_ = None if stopper is None else stopper.stop_epochs + 1
+        self.model_ = members[0]
+        self.members_ = members
+        self.member_seconds_ = seconds
+        self._set_timings()
+
+    def _adapt(self, member: int, train_values: np.ndarray, val_values: np.ndarray | None):
+        """Train ensemble member ``member``: one adapter on the frozen foundation."""
+        seed = self._member_seed(member)
+        seed_everything(seed)
+        module = self._build_module(member)
         train_set, val_set = self._datasets(train_values, val_values, self.horizon)
         stopper = None
         if val_set is not None:
@@ -497,19 +555,19 @@ class MoLAForecaster(NeuralForecaster):
             stopper = SegmentEarlyStopping(module, self.patience, initial["segment_loss"])
         result = self._run_train(module, train_set, val_set, loss_fn=self._loss,
                                  val_fn=self._val_metrics, epochs=self.epochs, lr=self.lr,
-                                 patience=None, stopper=stopper)
+                                 patience=None, stopper=stopper, random_state=seed)
         module.release_segments()
-        report = parameter_report(module)
-        self.n_trainable_parameters_ = report.trainable
-        self.n_parameters_ = report.total
+        report = parameter_report(module)  # before freezing: counts the trained adapter
         module.eval()
         module.requires_grad_(False)
-        self.model_ = module
-        self.history_ = result.history
-        self.adapt_seconds_ = time.perf_counter() - start
+        return module, result, stopper, report
+
+    def _set_timings(self) -> None:
+        self.adapt_seconds_ = float(sum(self.member_seconds_))
         self.train_seconds_ = self.adapt_seconds_ + self.foundation_seconds_
-        self.segment_val_loss_ = None if stopper is None else stopper.best_losses.copy()
-        self.segment_stop_epochs_ = None if stopper is None else stopper.stop_epochs + 1
+
+    def _head_network(self, module: SegmentAdapter) -> nn.Module:
+        return module.network
 
     # -- foundation reuse / persistence ------------------------------------------------------
     def _params_to_save(self) -> dict:
