@@ -324,8 +324,8 @@ def forecast_chart(history: Any, forecast: Any, *, truth: Any = None, intervals:
             label = "interval" if coverage is None else f"{coverage:.0%} interval"
             ax.fill_between(future.index, lower[col].to_numpy(), upper[col].to_numpy(),
                             color="tab:blue", alpha=float(shade), lw=0, label=label)
-        ax.plot(future.index, future[col].to_numpy(), color="tab:blue", lw=1.5,
-                label="forecast")
+        ax.plot(future.index, future[col].to_numpy(), color="#08306b", lw=1.5,
+                label="forecast")  # darker than the interval bands it is drawn on
         ax.axvline(future.index[0], color="0.5", ls=":", lw=1.0)
         ax.set_ylabel(col, fontsize=8)
         ax.tick_params(labelsize=7)
