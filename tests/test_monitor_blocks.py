@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from mola_ts.data import TEP_COLUMNS
-from mola_ts.monitor.blocks import TEP_BLOCKS, correlation_blocks, resolve_blocks
+from mola_ts.monitor.blocks import (
+    TEP_BLOCKS,
+    TEP_LOOP_BLOCKS,
+    correlation_blocks,
+    resolve_blocks,
+)
 
 
 def test_tep_partition_covers_every_variable_once():
@@ -12,6 +17,17 @@ def test_tep_partition_covers_every_variable_once():
                                "analysers", "manipulated"}
     assert TEP_BLOCKS["analysers"] == [f"XMEAS({i})" for i in range(23, 42)]
     assert TEP_BLOCKS["manipulated"] == [f"XMV({i})" for i in range(1, 12)]
+
+
+def test_tep_loop_partition_pairs_each_valve_with_its_measurement():
+    listed = [v for variables in TEP_LOOP_BLOCKS.values() for v in variables]
+    assert sorted(listed) == sorted(TEP_COLUMNS) and len(listed) == 52
+    block_of = {v: name for name, variables in TEP_LOOP_BLOCKS.items() for v in variables}
+    for xmv, xmeas in ((3, 1), (5, 20), (6, 10), (7, 12), (8, 15), (9, 19), (10, 9), (11, 17)):
+        assert block_of[f"XMV({xmv})"] == block_of[f"XMEAS({xmeas})"]
+    positions, kind = resolve_blocks("tep_loops", TEP_COLUMNS)
+    assert kind == "tep_loops" and list(positions) == list(TEP_LOOP_BLOCKS)
+    assert resolve_blocks("auto", TEP_COLUMNS)[1] == "tep"  # the spec's default stays
 
 
 def test_auto_picks_the_tep_partition_only_for_the_tep_variables():

@@ -115,9 +115,9 @@ def test_t2_contributions_sum_to_the_t2_excess_over_the_mean_window(fitted):
     stats = monitor.statistics(X.iloc[:60])
     exact = monitor._exact_models()
     for bi, (block, variables) in enumerate(BLOCKS.items()):
-        state = monitor.block_states_[bi]
-        base = t2_statistic(exact[bi].encode(np.zeros((1, 5, 3))), state["t2_mean"],
-                            state["t2_precision"])[0]
+        member = monitor.block_states_[bi]["members"][0]
+        base = t2_statistic(exact[bi][0].encode(np.zeros((1, 5, 3))), member["t2_mean"],
+                            member["t2_precision"])[0]
         np.testing.assert_allclose(contrib[variables].sum(axis=1).iloc[4:],
                                    stats[f"{block}.T2"].iloc[4:] - base, rtol=0.02, atol=0.02)
 
@@ -180,3 +180,65 @@ def test_clear_errors(fitted):
         MOLAMonitor().stream()
     with pytest.raises(TypeError, match="numeric"):
         monitor.predict(X.assign(a="x"))
+
+
+def test_recalibrate_equals_a_fresh_fit_with_the_new_settings(fitted):
+    monitor, X = fitted
+    test = _process(100, seed=5)
+    test.iloc[50:, 3] += 2.0
+    changed = dict(use_spe=True, cusum_allowance=0.3, n_bins=6, alpha=0.02, threshold_scale=1.5,
+                   base_weight=0.2)
+    again = clone(monitor).fit(X).set_params(**changed).recalibrate(X)
+    fresh = MOLAMonitor(**{**PARAMS, **changed}).fit(X)
+    pd.testing.assert_frame_equal(again.statistics(test), fresh.statistics(test),
+                                  check_exact=True)
+    assert again.limits_ == fresh.limits_
+    with pytest.raises(ValueError, match=r"\['window'\] changed since fit"):
+        clone(monitor).fit(X).set_params(window=6).recalibrate(X)
+    with pytest.raises(ValueError, match="the data fit was called with"):
+        clone(monitor).fit(X).recalibrate(_process(320, seed=9))
+
+
+def test_threshold_scale_multiplies_the_held_out_pfi_quantile(fitted):
+    monitor, X = fitted
+    scaled = clone(monitor).set_params(threshold_scale=3.0).fit(X)
+    assert scaled.threshold_ == pytest.approx(3.0 * monitor.threshold_, rel=1e-12)
+    assert scaled.limits_["PFI"] == scaled.threshold_
+    np.testing.assert_array_equal(scaled.score_samples(X), monitor.score_samples(X))
+    with pytest.raises(ValueError, match="threshold_scale"):
+        MOLAMonitor(**{**PARAMS, "threshold_scale": 0}).fit(X)
+
+
+def test_an_ensemble_averages_its_members_and_streams_exactly(tmp_path):
+    X = _process(260, seed=6)
+    ens = MOLAMonitor(**{**PARAMS, "n_ensemble": 2}).fit(X)
+    assert all(len(s["members"]) == 2 for s in ens.block_states_)
+    assert isinstance(ens.training_history_["b1"][0], list)
+    # member 0 is the single network of the same seed; member 1 has its own weights
+    single = MOLAMonitor(**PARAMS).fit(X)
+    first, second = (m["olae"] for m in ens.block_states_[0]["members"])
+    np.testing.assert_array_equal(first["to_code.weight"],
+                                  single.block_states_[0]["members"][0]["olae"]["to_code.weight"])
+    assert not np.array_equal(first["to_code.weight"], second["to_code.weight"])
+    test = _process(90, seed=7)
+    test.iloc[40:, 0] += 3.0
+    stats = ens.statistics(test)
+    win = np.lib.stride_tricks.sliding_window_view(
+        (test.to_numpy() - ens.mean_) / ens.scale_, 5, axis=0).transpose(0, 2, 1)
+    for bi, block in enumerate(BLOCKS):
+        cols = ens.block_states_[bi]["columns"]
+        t2 = [t2_statistic(ex.encode(np.ascontiguousarray(win[:, :, cols])), m["t2_mean"],
+                           m["t2_precision"])
+              for m, ex in zip(ens.block_states_[bi]["members"], ens._exact_models()[bi],
+                               strict=True)]
+        np.testing.assert_allclose(stats[f"{block}.T2"].iloc[4:], (t2[0] + t2[1]) / 2,
+                                   rtol=1e-12)
+    stream = ens.stream()
+    rows = pd.concat([stream.update(test.iloc[i]) for i in range(len(test))])
+    pd.testing.assert_frame_equal(rows, stats, check_exact=True, check_freq=False)
+    contrib = ens.contributions(test, statistic="SPE")
+    for block, variables in BLOCKS.items():
+        np.testing.assert_allclose(contrib[variables].sum(axis=1, min_count=1),
+                                   stats[f"{block}.SPE"], rtol=1e-12)
+    back = MOLAMonitor.load(ens.save(tmp_path / "ens.pt"))
+    pd.testing.assert_frame_equal(back.statistics(test), stats, check_exact=True)

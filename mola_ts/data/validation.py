@@ -6,6 +6,8 @@ was received. The user's object is never modified: the returned array is always 
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +118,14 @@ def future_index(index: pd.Index | None, n_rows: int, horizon: int,
     anything else continues as integer positions ``n_rows .. n_rows + horizon - 1``.
     """
     if isinstance(index, pd.DatetimeIndex):
-        step = freq or index.freq or (pd.infer_freq(index) if len(index) >= 3 else None)
+        step = freq or index.freq
+        if step is None and len(index) >= 3:
+            with warnings.catch_warnings():
+                # pandas 3 warns that infer_freq will return an offset, not a string;
+                # to_offset below takes either
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                step = pd.infer_freq(index)
         if step is None:
             raise ValueError(
                 "cannot infer the frequency of the DatetimeIndex to build future timestamps; "

@@ -314,8 +314,8 @@ class BaseForecaster(BaseEstimator):
         """Predictive distributions of every rolling window of ``y`` (the evaluation protocol).
 
         Windows as in :meth:`predict_windows`; returns a :class:`GaussianMixture` of batch shape
-        ``(n_windows, horizon, n_variables)``, ready for :func:`mola_ts.metrics.
-        probabilistic_scores` against the windows' targets.
+        ``(n_windows, horizon, n_variables)``, ready for
+        :func:`mola_ts.metrics.probabilistic_scores` against the windows' targets.
         """
         check_is_fitted(self, "context_")
         ctx = self._context_length()

@@ -6,7 +6,7 @@
 - building blocks: :mod:`.olae`, :mod:`.charts`, :mod:`.fusion`, :mod:`.blocks`.
 """
 
-from .blocks import TEP_BLOCKS, correlation_blocks, resolve_blocks
+from .blocks import TEP_BLOCKS, TEP_LOOP_BLOCKS, correlation_blocks, resolve_blocks
 from .charts import (
     QuantileCUSUM,
     control_limit,
@@ -24,7 +24,7 @@ from .olae import OLAE, ExactOLAE, code_orthogonality, olae_loss, weight_orthogo
 from .pca import DPCAMonitor, PCAMonitor
 
 __all__ = [
-    "MOLAMonitor", "MonitorStream", "PCAMonitor", "DPCAMonitor", "TEP_BLOCKS",
+    "MOLAMonitor", "MonitorStream", "PCAMonitor", "DPCAMonitor", "TEP_BLOCKS", "TEP_LOOP_BLOCKS",
     "correlation_blocks", "resolve_blocks",
     "QuantileCUSUM", "control_limit", "empirical_limit", "fit_t2", "kde_limit",
     "quantile_edges", "spe_limit_jackson_mudholkar", "t2_limit_f", "t2_statistic",

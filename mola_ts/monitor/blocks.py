@@ -2,7 +2,8 @@
 
 Three kinds (monitoring spec §1):
 
-- the Tennessee Eastman unit partition :data:`TEP_BLOCKS` (process knowledge; ours, see below);
+- the Tennessee Eastman unit partition :data:`TEP_BLOCKS` (process knowledge; ours, see below)
+  and its control-loop variant :data:`TEP_LOOP_BLOCKS`;
 - a data-driven partition, :func:`correlation_blocks`: average-linkage hierarchical clustering
   of the variables with distance ``1 - |correlation|``, cut into ``n_blocks`` clusters;
 - the trivial one-block partition.
@@ -28,6 +29,29 @@ block                     variables
                           slow, sampled analyser measurements)
 ``manipulated``           XMV 1-11 (the manipulated variables: feed, valve and cooling flows)
 ========================  ================================================================
+
+TEP control-loop partition (``blocks="tep_loops"``): the same units, but every manipulated
+variable sits in the block of the measurement its controller moves it with, so that a block
+holds both ends of its control loops. A fault that a controller compensates (the measurement
+back at its set point, the valve shifted for good, as in faults 4 and 5) then breaks a relation
+inside one block, which the block's autoencoder sees, instead of leaving a lone shifted valve in
+a block of valves. The pairing is read from the normal run d00 (the XMEAS each XMV correlates
+with most): XMV 3 ~ XMEAS 1 (|r| = 1.00), XMV 4 ~ XMEAS 4 (0.27), XMV 5 ~ XMEAS 20 (0.86),
+XMV 6 ~ XMEAS 10 (0.94), XMV 7 ~ XMEAS 12 (1.00), XMV 8 ~ XMEAS 15 (1.00), XMV 9 ~ XMEAS 19
+(0.98), XMV 10 ~ XMEAS 9 (0.64) and XMV 11 ~ XMEAS 17 (1.00: in these data the condenser
+cooling water flow moves one for one with the stripper underflow); XMV 1 and 2 (D and E feed
+flows, no strong partner) join the feeds.
+
+========================  ================================================================
+block                     variables
+========================  ================================================================
+``feeds``                 XMEAS 1-4, XMV 1-4
+``reactor``               XMEAS 6-9, 21, XMV 10
+``separator``             XMEAS 11-14, 22, XMV 7
+``stripper``              XMEAS 15-19, XMV 8, 9, 11
+``compressor_purge``      XMEAS 5, 10, 20, XMV 5, 6
+``analysers``             XMEAS 23-41
+========================  ================================================================
 """
 
 from __future__ import annotations
@@ -36,7 +60,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["TEP_BLOCKS", "correlation_blocks", "resolve_blocks", "BLOCK_KINDS"]
+__all__ = ["TEP_BLOCKS", "TEP_LOOP_BLOCKS", "correlation_blocks", "resolve_blocks",
+           "BLOCK_KINDS"]
 
 
 def _xmeas(*numbers: int) -> list[str]:
@@ -52,7 +77,20 @@ TEP_BLOCKS: dict[str, list[str]] = {
     "manipulated": [f"XMV({i})" for i in range(1, 12)],
 }
 
-BLOCK_KINDS = ("auto", "tep", "correlation", "single")
+def _xmv(*numbers: int) -> list[str]:
+    return [f"XMV({i})" for i in numbers]
+
+
+TEP_LOOP_BLOCKS: dict[str, list[str]] = {
+    "feeds": _xmeas(1, 2, 3, 4) + _xmv(1, 2, 3, 4),
+    "reactor": _xmeas(6, 7, 8, 9, 21) + _xmv(10),
+    "separator": _xmeas(11, 12, 13, 14, 22) + _xmv(7),
+    "stripper": _xmeas(15, 16, 17, 18, 19) + _xmv(8, 9, 11),
+    "compressor_purge": _xmeas(5, 10, 20) + _xmv(5, 6),
+    "analysers": _xmeas(*range(23, 42)),
+}
+
+BLOCK_KINDS = ("auto", "tep", "tep_loops", "correlation", "single")
 
 
 def correlation_blocks(X: np.ndarray, columns: Sequence[str], n_blocks: int
@@ -133,9 +171,10 @@ def resolve_blocks(blocks, columns: Sequence[str], X: np.ndarray | None = None,
 
     Parameters
     ----------
-    blocks : {"auto", "tep", "correlation", "single"} or mapping of name -> variable names
+    blocks : {"auto", "tep", "tep_loops", "correlation", "single"} or mapping
         ``"auto"``: the TEP unit partition when ``columns`` are exactly the 52 TEP variables,
-        else ``"correlation"``. ``"tep"`` requires every TEP variable name.
+        else ``"correlation"``. ``"tep"`` and ``"tep_loops"`` require every TEP variable name.
+        A mapping gives ``{block name: [variable names]}``.
     columns : sequence of str
         The column names of the data.
     X : ndarray, optional
@@ -153,6 +192,8 @@ def resolve_blocks(blocks, columns: Sequence[str], X: np.ndarray | None = None,
             kind = "tep" if set(columns) == tep and len(columns) == len(tep) else "correlation"
         if kind == "tep":
             partition = TEP_BLOCKS
+        elif kind == "tep_loops":
+            partition = TEP_LOOP_BLOCKS
         elif kind == "single":
             partition = {"all": columns}
         else:

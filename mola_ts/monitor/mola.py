@@ -37,6 +37,20 @@ __all__ = ["MOLAMonitor", "MonitorStream"]
 _LEVELS = ("T2", "W", "SPE")
 
 
+# the parameters that shape the trained networks (recalibrate must not see them change)
+_NETWORK_PARAMS = ("blocks", "n_blocks", "window", "hidden_size", "code_size", "ortho_weight",
+                   "ortho_target", "epochs", "batch_size", "lr", "patience",
+                   "validation_fraction", "n_ensemble", "random_state", "device")
+
+
+def _member_mean(parts: list[np.ndarray]) -> np.ndarray:
+    """Mean of the members' arrays, summed in member order (row-wise, batch-invariant)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total / len(parts) if len(parts) > 1 else total
+
+
 class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     """Multi-block orthogonal LSTM autoencoder monitor with T^2, quantile CUSUM and W-BF fusion.
 
@@ -50,10 +64,12 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
     Parameters
     ----------
-    blocks : {"auto", "tep", "correlation", "single"}, mapping or list of lists, default="auto"
+    blocks : {"auto", "tep", "tep_loops", "correlation", "single"}, mapping or list of lists, \
+default="auto"
         The variable partition (see :mod:`mola_ts.monitor.blocks`): ``"auto"`` is the TEP unit
-        partition for the 52 TEP variables and the correlation clustering otherwise; a mapping
-        ``{block name: [column names]}`` gives the blocks explicitly.
+        partition for the 52 TEP variables and the correlation clustering otherwise;
+        ``"tep_loops"`` puts every TEP manipulated variable with the measurement of its control
+        loop; a mapping ``{block name: [column names]}`` gives the blocks explicitly.
     n_blocks : int, default=4
         Number of blocks of the ``"correlation"`` partition.
     window : int, default=10
@@ -72,6 +88,11 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     validation_fraction : float, default=0.3
         Share of the samples, taken from the end of each run (not shuffled), held out for early
         stopping and for every control limit.
+    n_ensemble : int, default=1
+        Networks per block, trained from different seeds (``random_state + b + 1000 k`` for
+        block b, member k). Each member has its own T^2 statistics and CUSUM; the block's T^2,
+        W and SPE are the members' means, which smooths the idiosyncratic spikes of a single
+        network's codes. Training time grows linearly.
     alpha : float, default=0.01
         Significance: every control limit is the (1 - alpha) quantile of its statistic over the
         held-out stream, and alpha is the fault prior of the Bayesian combination.
@@ -88,6 +109,12 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         computed and reported either way (and drives the contributions).
     limit_method : {"empirical", "kde"}, default="empirical"
         Empirical or Gaussian-KDE quantile for the limits.
+    threshold_scale : float, default=1.0
+        The alarm threshold is ``threshold_scale`` times the (1 - alpha) held-out quantile of
+        PFI. The held-out part of the training runs shows the within-run noise of normal
+        operation, not how a later or another run drifts; a scale above 1 leaves room for that.
+        Choose it on normal data or on a validation protocol, never on test data; it can be
+        changed after fitting with :meth:`recalibrate`.
     fusion_gamma : float, default=0.5
         W-BF weight decay with the alarm order: ``exp(-gamma (order - 1))``.
     base_weight : float, default=0.1
@@ -110,18 +137,24 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     blocks_ : dict of str -> list of str
         The partition used.
     block_kind_ : str
-        ``"tep"``, ``"correlation"``, ``"single"`` or ``"custom"``.
+        ``"tep"``, ``"tep_loops"``, ``"correlation"``, ``"single"`` or ``"custom"``.
     limits_ : dict
         ``limits_[block]["T2" | "W" | "SPE" | "index"]`` and ``limits_["PFI"]``.
     threshold_ : float
-        The PFI limit (alarm when PFI exceeds it).
+        The PFI limit (alarm when PFI exceeds it), ``threshold_scale`` included.
+    block_states_ : list of dict
+        Per block: ``name``, ``columns`` (positions) and ``members``, one dict per network
+        (``olae`` weights, ``t2_mean``, ``t2_precision``, CUSUM ``edges`` and ``cusum_k``).
+    network_params_ : dict
+        The parameters that shaped the trained networks (checked by :meth:`recalibrate`).
     validation_statistics_ : dict
         The held-out stream's values behind the limits: ``[block][level]`` arrays and
         ``["PFI"]`` (for calibration on top, e.g. a probability of fault).
     n_validation_samples_ : int
         Held-out samples that set the limits.
     training_history_ : dict of str -> list of dict
-        Per block, per epoch: train loss, held-out reconstruction MSE and orthogonality penalty.
+        Per block, per epoch: train loss, held-out reconstruction MSE and orthogonality penalty
+        (with ``n_ensemble > 1``, a list of such histories, one per member).
 
     Examples
     --------
@@ -135,8 +168,9 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                  hidden_size: int = 32, code_size: int = 8, ortho_weight: float = 1.0,
                  ortho_target: str = "codes", epochs: int = 200, batch_size: int = 32,
                  lr: float = 1e-3, patience: int = 20, validation_fraction: float = 0.3,
-                 alpha: float = 0.01, n_bins: int = 10, cusum_allowance: float = 0.5,
-                 use_spe: bool = False, limit_method: str = "empirical",
+                 n_ensemble: int = 1, alpha: float = 0.01, n_bins: int = 10,
+                 cusum_allowance: float = 0.5, use_spe: bool = False,
+                 limit_method: str = "empirical", threshold_scale: float = 1.0,
                  fusion_gamma: float = 0.5, base_weight: float = 0.1, episode_reset: int = 10,
                  random_state: int | None = 0, device: str = "cpu", n_threads: int | None = 1,
                  verbose: int = 0):
@@ -152,11 +186,13 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self.lr = lr
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.n_ensemble = n_ensemble
         self.alpha = alpha
         self.n_bins = n_bins
         self.cusum_allowance = cusum_allowance
         self.use_spe = use_spe
         self.limit_method = limit_method
+        self.threshold_scale = threshold_scale
         self.fusion_gamma = fusion_gamma
         self.base_weight = base_weight
         self.episode_reset = episode_reset
@@ -174,7 +210,7 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
         for name in ("window", "hidden_size", "code_size", "epochs", "batch_size", "patience",
-                     "episode_reset", "n_blocks"):
+                     "episode_reset", "n_blocks", "n_ensemble"):
             positive_int(name)
         if self.n_threads is not None:
             positive_int("n_threads")
@@ -184,6 +220,10 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not lo < value < hi:
                 raise ValueError(f"{name} must lie in ({lo}, {hi}), got {value!r}")
+        if isinstance(self.threshold_scale, bool) or not isinstance(
+                self.threshold_scale, (int, float)) or not self.threshold_scale > 0:
+            raise ValueError(f"threshold_scale must be a number > 0, got "
+                             f"{self.threshold_scale!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.ortho_weight < 0:
@@ -216,6 +256,72 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         y : ignored
         """
         self._check_params()
+        data = self._prepare(X)
+        self.mean_, self.scale_ = data["mean"], data["scale"]
+        runs = data["runs"]
+        self.feature_names_ = list(runs.columns)
+        self.named_features_ = bool(runs.named)
+        self.n_features_in_ = len(runs.columns)
+        if runs.named:
+            self.feature_names_in_ = np.asarray(runs.columns, dtype=object)
+        positions, kind = resolve_blocks(self.blocks, runs.columns,
+                                         X=data["train_rows_std"], n_blocks=self.n_blocks)
+        self.blocks_ = {name: [runs.columns[j] for j in cols] for name, cols in positions.items()}
+        self.block_kind_ = kind
+        train_windows, val_windows = data["train_windows"], data["val_windows"]
+        max_q = min(self.code_size, max(len(c) for c in positions.values()))
+        if len(train_windows) < max(2 * max_q + 2, self.n_bins, 10) or len(val_windows) < 10:
+            raise ValueError(
+                f"X gives {len(train_windows)} training and {len(val_windows)} held-out windows "
+                f"of {self.window} samples; at least {max(2 * max_q + 2, self.n_bins, 10)} and "
+                "10 are needed (more data or a shorter window)"
+            )
+
+        self.block_states_ = []
+        self.training_history_ = {}
+        previous_threads = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            self._fit_blocks(positions, train_windows, val_windows, self.random_state)
+        finally:
+            torch.set_num_threads(previous_threads)
+        self.network_params_ = {k: self.get_params(deep=False)[k] for k in _NETWORK_PARAMS}
+        self._exact = None
+        self._fit_code_statistics(train_windows)
+        self._calibrate(data["val_segments"])
+        return self
+
+    def recalibrate(self, X) -> MOLAMonitor:
+        """Redo the statistics and limits of :meth:`fit` with the current parameters.
+
+        The trained networks are kept; the code statistics (T^2 mean and covariance, CUSUM
+        bins and allowance) and every limit are recomputed on ``X``, which must be the data
+        :meth:`fit` was called with (checked through the training mean). Use it after
+        :meth:`set_params` of the parameters that do not shape the networks: ``alpha``,
+        ``n_bins``, ``cusum_allowance``, ``use_spe``, ``limit_method``, ``threshold_scale``,
+        ``fusion_gamma``, ``base_weight``, ``episode_reset``. Changing any other parameter
+        needs a new :meth:`fit` (a ValueError says which).
+        """
+        check_is_fitted(self)
+        self._check_params()
+        current = self.get_params(deep=False)
+        changed = [k for k in _NETWORK_PARAMS if current[k] != self.network_params_[k]]
+        if changed:
+            raise ValueError(f"recalibrate keeps the trained networks, but {changed} changed "
+                             "since fit; call fit instead")
+        data = self._prepare(X)
+        if data["mean"].shape != self.mean_.shape or not np.allclose(
+                data["mean"], self.mean_, rtol=1e-12, atol=1e-12 * np.abs(self.mean_).max()):
+            raise ValueError("recalibrate needs the data fit was called with (its training part "
+                             "has another mean); call fit for new data")
+        self._exact = None
+        self._fit_code_statistics(data["train_windows"])
+        self._calibrate(data["val_segments"])
+        return self
+
+    def _prepare(self, X) -> dict[str, Any]:
+        """Validate the runs, split each into training and held-out rows, standardise, window."""
         runs = validate_fit_runs(X, min_rows=self._min_fit_rows(),
                                  what_for=f"window={self.window} needs enough windows in the "
                                           f"training and the held-out part")
@@ -227,7 +333,6 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                 train_segments.append((r, 0, cut))
             if cut < len(values):
                 val_segments.append((r, cut, len(values)))
-
         train_rows = np.concatenate([runs.values[r][a:b] for r, a, b in train_segments])
         mean = train_rows.mean(axis=0)
         scale = train_rows.std(axis=0, ddof=1)
@@ -235,18 +340,7 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         if constant:
             raise ValueError(f"X has constant columns in the training part {constant[:8]}; "
                              "drop them (they carry no information to monitor)")
-        self.mean_, self.scale_ = mean, scale
-        self.feature_names_ = list(runs.columns)
-        self.named_features_ = bool(runs.named)
-        self.n_features_in_ = len(runs.columns)
-        if runs.named:
-            self.feature_names_in_ = np.asarray(runs.columns, dtype=object)
         std_runs = [(v - mean) / scale for v in runs.values]
-
-        positions, kind = resolve_blocks(self.blocks, runs.columns,
-                                         X=(train_rows - mean) / scale, n_blocks=self.n_blocks)
-        self.blocks_ = {name: [runs.columns[j] for j in cols] for name, cols in positions.items()}
-        self.block_kind_ = kind
 
         def windows_of(segments, history: bool) -> np.ndarray:
             parts = []
@@ -260,52 +354,41 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                 return np.empty((0, w, len(runs.columns)))
             return np.concatenate(parts)
 
-        train_windows = windows_of(train_segments, history=False)
-        val_windows = windows_of(val_segments, history=True)
-        max_q = min(self.code_size, max(len(c) for c in positions.values()))
-        if len(train_windows) < max(2 * max_q + 2, self.n_bins, 10) or len(val_windows) < 10:
-            raise ValueError(
-                f"X gives {len(train_windows)} training and {len(val_windows)} held-out windows "
-                f"of {w} samples; at least {max(2 * max_q + 2, self.n_bins, 10)} and 10 are "
-                "needed (more data or a shorter window)"
-            )
-
-        self.block_states_ = []
-        self.training_history_ = {}
-        base_seed = self.random_state
-        previous_threads = torch.get_num_threads()
-        if self.n_threads is not None:
-            torch.set_num_threads(int(self.n_threads))
-        try:
-            self._fit_blocks(positions, train_windows, val_windows, base_seed)
-        finally:
-            torch.set_num_threads(previous_threads)
-        self._exact = None
-        self._calibrate([(std_runs[r], a, b) for r, a, b in val_segments])
-        return self
+        return {"runs": runs, "mean": mean, "scale": scale,
+                "train_rows_std": (train_rows - mean) / scale,
+                "train_windows": windows_of(train_segments, history=False),
+                "val_windows": windows_of(val_segments, history=True),
+                "val_segments": [(std_runs[r], a, b) for r, a, b in val_segments]}
 
     def _fit_blocks(self, positions: dict[str, list[int]], train_windows: np.ndarray,
                     val_windows: np.ndarray, base_seed: int | None) -> None:
-        w = self.window
         for b, (name, cols) in enumerate(positions.items()):
-            seed = None if base_seed is None else int(base_seed) + b
-            state, history = self._train_block(train_windows[:, :, cols],
-                                               val_windows[:, :, cols], seed)
-            exact = ExactOLAE(state, w)
-            codes = exact.encode(train_windows[:, :, cols])
-            t2_mean, t2_precision = fit_t2(codes)
-            q = codes.shape[1]
-            self.block_states_.append({
-                "name": name, "columns": list(cols), "olae": state,
-                "t2_mean": t2_mean, "t2_precision": t2_precision,
-                "edges": quantile_edges(codes, self.n_bins),
-                "cusum_k": float(self.cusum_allowance * q * (self.n_bins - 1)),
-            })
-            self.training_history_[name] = history
+            members, histories = [], []
+            for k in range(self.n_ensemble):
+                seed = None if base_seed is None else int(base_seed) + b + 1000 * k
+                state, history = self._train_block(train_windows[:, :, cols],
+                                                   val_windows[:, :, cols], seed)
+                members.append({"olae": state})
+                histories.append(history)
+            self.block_states_.append({"name": name, "columns": list(cols), "members": members})
+            self.training_history_[name] = histories[0] if self.n_ensemble == 1 else histories
             if self.verbose:
-                mse = history[-1].get("val_loss", float("nan"))
-                print(f"[MOLA] block {name}: {len(cols)} variables, q={q}, "
-                      f"{len(history)} epochs, held-out MSE {mse:.4f}", flush=True)
+                mse = np.mean([h[-1].get("val_loss", float("nan")) for h in histories])
+                print(f"[MOLA] block {name}: {len(cols)} variables, "
+                      f"q={min(self.code_size, len(cols))}, {self.n_ensemble} network(s), "
+                      f"{np.mean([len(h) for h in histories]):.0f} epochs, held-out MSE "
+                      f"{mse:.4f}", flush=True)
+
+    def _fit_code_statistics(self, train_windows: np.ndarray) -> None:
+        """Per network: T^2 mean/precision, CUSUM bin edges and allowance of its training codes."""
+        for state, exacts in zip(self.block_states_, self._exact_models(), strict=True):
+            win = np.ascontiguousarray(train_windows[:, :, state["columns"]])
+            for member, exact in zip(state["members"], exacts, strict=True):
+                codes = exact.encode(win)
+                member["t2_mean"], member["t2_precision"] = fit_t2(codes)
+                member["edges"] = quantile_edges(codes, self.n_bins)
+                member["cusum_k"] = float(self.cusum_allowance * codes.shape[1]
+                                          * (self.n_bins - 1))
 
     def _calibrate(self, segments: list[tuple[np.ndarray, int, int]]) -> None:
         """Set every limit from held-out segments ``(standardised run, start, stop)``."""
@@ -327,7 +410,7 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         pfi = np.concatenate([self._fuse_blocks(p, OrderWeights(
             len(names), self.fusion_gamma, self.base_weight, self.episode_reset))[0]
             for p in index_parts])
-        self.threshold_ = self._limit(pfi)
+        self.threshold_ = float(self.threshold_scale) * self._limit(pfi)
         self.limits_["PFI"] = self.threshold_
         self.n_validation_samples_ = int(np.isfinite(pfi).sum())
         # the held-out stream's levels, kept for calibration on top (e.g. a fault probability)
@@ -368,9 +451,11 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         return state, history
 
     # ------------------------------------------------------------------ internals
-    def _exact_models(self) -> list[ExactOLAE]:
+    def _exact_models(self) -> list[list[ExactOLAE]]:
+        """Per block, the batch-invariant numpy evaluators of its networks."""
         if getattr(self, "_exact", None) is None:
-            self._exact = [ExactOLAE(s["olae"], self.window) for s in self.block_states_]
+            self._exact = [[ExactOLAE(m["olae"], self.window) for m in s["members"]]
+                           for s in self.block_states_]
         return self._exact
 
     def _level_matrix(self, raw: dict[str, np.ndarray], bi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -445,22 +530,25 @@ class MOLAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         for bi, state in enumerate(self.block_states_):
             cols = state["columns"]
             win = np.ascontiguousarray(windows[:, :, cols])
-            if statistic == "SPE":
-                exact = self._exact_models()[bi]
-                recon = exact.decode(exact.encode(win))
-                out[self.window - 1:, cols] = (win[:, -1] - recon[:, -1]) ** 2
-            else:
-                out[self.window - 1:, cols] = self._t2_integrated_gradients(state, win, n_steps)
+            parts = []
+            for member, exact in zip(state["members"], self._exact_models()[bi], strict=True):
+                if statistic == "SPE":
+                    recon = exact.decode(exact.encode(win))
+                    parts.append((win[:, -1] - recon[:, -1]) ** 2)
+                else:
+                    parts.append(self._t2_integrated_gradients(member, win, n_steps))
+            out[self.window - 1:, cols] = _member_mean(parts)
         index = series.index if series.index is not None else pd.RangeIndex(len(z))
         return pd.DataFrame(out, index=index, columns=self.feature_names_)
 
-    def _t2_integrated_gradients(self, state: dict, win: np.ndarray, n_steps: int) -> np.ndarray:
+    def _t2_integrated_gradients(self, member: dict, win: np.ndarray, n_steps: int
+                                 ) -> np.ndarray:
         n_vars = win.shape[2]
-        module = OLAE(n_vars, self.hidden_size, len(state["t2_mean"]), self.window).double()
+        module = OLAE(n_vars, self.hidden_size, len(member["t2_mean"]), self.window).double()
         module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
-                                state["olae"].items()})
-        mean = torch.from_numpy(state["t2_mean"])
-        precision = torch.from_numpy(state["t2_precision"])
+                                member["olae"].items()})
+        mean = torch.from_numpy(member["t2_mean"])
+        precision = torch.from_numpy(member["t2_precision"])
         x = torch.from_numpy(win)
         total = torch.zeros_like(x)
         for step in range(n_steps):
@@ -497,7 +585,8 @@ class MonitorStream:
         self._unfused = _unfused
         n_features = len(monitor.mean_)
         self.buffer = np.empty((0, n_features))
-        self.cusums = [QuantileCUSUM(s["edges"], s["cusum_k"]) for s in monitor.block_states_]
+        self.cusums = [[QuantileCUSUM(m["edges"], m["cusum_k"]) for m in s["members"]]
+                       for s in monitor.block_states_]
         self.order_weights = None if _unfused else OrderWeights(
             len(monitor.block_states_), monitor.fusion_gamma, monitor.base_weight,
             monitor.episode_reset)
@@ -522,16 +611,21 @@ class MonitorStream:
         if first < n_new:
             windows = np.lib.stride_tricks.sliding_window_view(full, w, axis=0)
             windows = windows.transpose(0, 2, 1)[n_hist + first - (w - 1):]
-            for bi, (state, exact) in enumerate(zip(mon.block_states_, mon._exact_models(),
-                                                    strict=True)):
+            for bi, (state, exacts) in enumerate(zip(mon.block_states_, mon._exact_models(),
+                                                     strict=True)):
                 win = np.ascontiguousarray(windows[:, :, state["columns"]])
-                codes = exact.encode(win)
-                recon = exact.decode(codes)
-                err = win[:, -1] - recon[:, -1]
-                raw["T2"][first:, bi] = t2_statistic(codes, state["t2_mean"],
-                                                     state["t2_precision"])
-                raw["SPE"][first:, bi] = np.einsum("ni,ni->n", err, err)
-                raw["W"][first:, bi] = self.cusums[bi].update(codes)
+                parts: dict[str, list[np.ndarray]] = {lev: [] for lev in _LEVELS}
+                for member, exact, cusum in zip(state["members"], exacts, self.cusums[bi],
+                                                strict=True):
+                    codes = exact.encode(win)
+                    recon = exact.decode(codes)
+                    err = win[:, -1] - recon[:, -1]
+                    parts["T2"].append(t2_statistic(codes, member["t2_mean"],
+                                                    member["t2_precision"]))
+                    parts["SPE"].append(np.einsum("ni,ni->n", err, err))
+                    parts["W"].append(cusum.update(codes))
+                for lev in _LEVELS:  # an ensemble's statistic is its members' mean
+                    raw[lev][first:, bi] = _member_mean(parts[lev])
         keep = w - 1
         self.buffer = full[max(0, len(full) - keep):].copy() if keep > 0 else full[:0].copy()
         self.n_seen += n_new
@@ -576,7 +670,7 @@ class MonitorStream:
         """The stream's state (buffer, CUSUM vectors, W-BF episode, samples seen)."""
         return {
             "buffer": self.buffer.copy(),
-            "cusums": [c.get_state() for c in self.cusums],
+            "cusums": [[c.get_state() for c in block] for block in self.cusums],
             "order_weights": self.order_weights.get_state(),
             "n_seen": self.n_seen,
         }
@@ -584,7 +678,8 @@ class MonitorStream:
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from a state returned by :meth:`get_state`."""
         self.buffer = np.array(state["buffer"], dtype=np.float64)
-        for cusum, (u_obs, u_exp) in zip(self.cusums, state["cusums"], strict=True):
-            cusum.set_state(u_obs, u_exp)
+        for block, saved in zip(self.cusums, state["cusums"], strict=True):
+            for cusum, (u_obs, u_exp) in zip(block, saved, strict=True):
+                cusum.set_state(u_obs, u_exp)
         self.order_weights.set_state(*state["order_weights"])
         self.n_seen = int(state["n_seen"])
