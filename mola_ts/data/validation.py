@@ -7,7 +7,6 @@ was received. The user's object is never modified: the returned array is always 
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,15 +28,27 @@ def _as_frame_like(y, name: str) -> tuple[np.ndarray, pd.Index | None, list[str]
     if isinstance(y, pd.Series):
         y = y.to_frame(name=y.name if y.name is not None else "y")
     if isinstance(y, pd.DataFrame):
-        bad = [c for c in y.columns if not (pd.api.types.is_numeric_dtype(y[c])
-                                             and not pd.api.types.is_bool_dtype(y[c]))]
+        if y.columns.has_duplicates:
+            dup = [str(c) for c in y.columns[y.columns.duplicated()].unique()[:5]]
+            raise ValueError(f"{name} has duplicated column names {dup}")
+        dtypes = list(y.dtypes)
+        bad = [(c, d) for c, d in zip(y.columns, dtypes, strict=True)
+               if not pd.api.types.is_numeric_dtype(d) or pd.api.types.is_bool_dtype(d)]
         if bad:
-            dtypes = {str(c): str(y[c].dtype) for c in bad[:5]}
-            raise TypeError(f"{name}: every column must be numeric; non-numeric columns {dtypes}")
+            shown = {str(c): str(d) for c, d in bad[:5]}
+            raise TypeError(f"{name}: every column must be numeric; non-numeric columns {shown}")
+        complex_ = [str(c) for c, d in zip(y.columns, dtypes, strict=True)
+                    if pd.api.types.is_complex_dtype(d)]
+        if complex_:
+            raise TypeError(f"{name} must hold real numbers; complex columns {complex_[:5]}")
         values = y.to_numpy(dtype=np.float64, copy=True)
         return values, y.index, [str(c) for c in y.columns]
     if isinstance(y, (list, tuple)):
-        y = np.asarray(y)
+        try:
+            y = np.asarray(y)
+        except ValueError:
+            raise ValueError(f"{name} is a nested list whose rows differ in length; give a "
+                             "rectangular array (time, variables)") from None
     if not isinstance(y, np.ndarray):
         raise TypeError(
             f"{name} must be a pandas DataFrame/Series or a numpy array, got {type(y).__name__}"
@@ -52,6 +63,18 @@ def _as_frame_like(y, name: str) -> tuple[np.ndarray, pd.Index | None, list[str]
         raise ValueError(f"{name} must be 2-D (time, variables), got shape {y.shape}")
     values = np.array(y, dtype=np.float64, copy=True)
     return values, None, [f"x{i}" for i in range(values.shape[1])]
+
+
+def _where(bad: np.ndarray, index: pd.Index | None, columns: list[str]) -> str:
+    """``"columns [..], rows [..]"`` holding the True entries of ``bad`` (five of each at most).
+
+    Rows are index labels when ``index`` is given, else positions.
+    """
+    cols = [columns[j] for j in np.flatnonzero(bad.any(axis=0))]
+    rows = np.flatnonzero(bad.any(axis=1))
+    labels = [str(index[i]) for i in rows[:5]] if index is not None else rows[:5].tolist()
+    return (f"columns {cols[:5]}{' ...' if len(cols) > 5 else ''}, "
+            f"rows {labels}{' ...' if len(rows) > 5 else ''}")
 
 
 def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = False,
@@ -71,10 +94,11 @@ def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = Fal
     n_nan = int(np.isnan(values).sum())
     n_inf = int(np.isinf(values).sum())
     if n_inf:
-        raise ValueError(f"{name} holds {n_inf} infinite values")
+        raise ValueError(f"{name} holds {n_inf} infinite values "
+                         f"({_where(np.isinf(values), index, columns)})")
     if n_nan and not allow_nan:
-        cols = [columns[j] for j in np.flatnonzero(np.isnan(values).any(axis=0))][:5]
-        raise ValueError(f"{name} holds {n_nan} NaN values (columns {cols}); fill or drop them")
+        where = _where(np.isnan(values), index, columns)
+        raise ValueError(f"{name} holds {n_nan} NaN values ({where}); fill or drop them")
     if isinstance(index, pd.DatetimeIndex):
         if index.has_duplicates:
             dup = index[index.duplicated()][:3].tolist()
