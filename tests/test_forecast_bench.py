@@ -52,3 +52,19 @@ def test_cli_registers_the_forecast_benchmark():
     args = build_parser().parse_args(["bench", "forecast", "--datasets", "ETTh1", "--horizons",
                                       "96", "192", "--quick", "--out", "x"])
     assert args.datasets == ["ETTh1"] and args.horizons == [96, 192] and args.quick
+
+
+def test_under_torchrun_only_rank_zero_reports_and_writes(tmp_path, monkeypatch, capsys):
+    """Every rank runs the benchmark under torchrun; ranks other than 0 print and write nothing."""
+    from mola_ts.bench import forecast as bench
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    rows = run_benchmark(["ETTh1"], [96], ["naive"], out=tmp_path / "rank1")
+    assert len(rows) == 1 and list((tmp_path / "rank1").iterdir()) == []
+    bench._print("a line")
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    run_benchmark(["ETTh1"], [96], ["naive"], out=tmp_path / "rank0")
+    assert {p.name for p in (tmp_path / "rank0").iterdir()} == {"results.csv", "results.md"}
+    assert "naive" in capsys.readouterr().out

@@ -134,7 +134,10 @@ def _params(model) -> tuple[int, int]:
 
 
 def _print(*args, flush: bool = False) -> None:
-    print(*args, flush=flush)
+    from ..training import is_main_process
+
+    if is_main_process():  # under torchrun every rank runs the benchmark; rank 0 reports
+        print(*args, flush=flush)
 
 
 def _val_mse(model) -> float:
@@ -252,10 +255,13 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
         durations[info.name] = time.perf_counter() - t_start
         log(f"== {info.name} done in {durations[info.name]:.1f}s wall", flush=True)
     results = pd.DataFrame(rows)
-    results.to_csv(out / "results.csv", index=False)
-    markdown = results_markdown(results, durations)
-    markdown += f"\nTotal wall time: {time.perf_counter() - bench_start:.1f}s\n"
-    (out / "results.md").write_text(markdown)
+    from ..training import is_main_process
+
+    if is_main_process():  # every rank has the same results under torchrun; rank 0 writes
+        results.to_csv(out / "results.csv", index=False)
+        markdown = results_markdown(results, durations)
+        markdown += f"\nTotal wall time: {time.perf_counter() - bench_start:.1f}s\n"
+        (out / "results.md").write_text(markdown)
     return results
 
 
@@ -332,7 +338,10 @@ def run(args: argparse.Namespace) -> int:
                   data_home=args.data_home, foundation_lr=args.foundation_lr,
                   foundation_epochs=args.foundation_epochs,
                   foundation_patience=args.foundation_patience)
-    print()
-    print((Path(args.out) / "results.md").read_text())
-    print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'results.md'}")
+    from ..training import is_main_process
+
+    if is_main_process():
+        print()
+        print((Path(args.out) / "results.md").read_text())
+        print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'results.md'}")
     return 0
