@@ -78,12 +78,14 @@ def _where(bad: np.ndarray, index: pd.Index | None, columns: list[str]) -> str:
 
 
 def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = False,
-                 what_for: str = "") -> ValidatedSeries:
+                 what_for: str = "", allow_inf: bool = False) -> ValidatedSeries:
     """Validate a wide time series (rows = time, columns = variables).
 
     Checks: type and dtype (real numbers), 2-D shape (1-D is one variable), at least one column,
-    at least ``min_rows`` rows, no NaN/inf (unless ``allow_nan``; inf is never allowed), and a
-    DatetimeIndex, when given, that is strictly increasing without duplicates.
+    at least ``min_rows`` rows, no NaN (unless ``allow_nan``) and no inf (unless ``allow_inf``;
+    a caller that allows them handles them itself, as the monitor stream's sensor-dropout
+    policy does), and a DatetimeIndex, when given, that is strictly increasing without
+    duplicates.
     """
     values, index, columns = _as_frame_like(y, name)
     if values.shape[1] == 0:
@@ -93,7 +95,7 @@ def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = Fal
         raise ValueError(f"{name} has {len(values)} rows; at least {min_rows} are needed{suffix}")
     n_nan = int(np.isnan(values).sum())
     n_inf = int(np.isinf(values).sum())
-    if n_inf:
+    if n_inf and not allow_inf:
         raise ValueError(f"{name} holds {n_inf} infinite values "
                          f"({_where(np.isinf(values), index, columns)})")
     if n_nan and not allow_nan:
