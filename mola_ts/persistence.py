@@ -7,9 +7,17 @@ dict with
 - ``magic``: :data:`MAGIC`, so foreign files are recognised;
 - ``format_version``: the layout version (:data:`FORMAT_VERSION`); newer files are refused;
 - ``class``: the estimator's class name (checked on load);
-- ``params_json``: ``get_params(deep=False)`` as JSON text (tuples come back as lists);
-- ``state``: the fitted state: tensors, numbers, strings, lists and dicts of them; numpy arrays
-  and pandas indexes are stored as tensors with a small tag and come back as what they were.
+- ``payload``: the bytes (a uint8 tensor) of a second ``torch.save`` file holding
+  ``params_json`` (``get_params(deep=False)`` as JSON text; tuples come back as lists) and
+  ``state`` (the fitted state: tensors, numbers, strings, lists and dicts of them; numpy arrays
+  and pandas indexes are stored as tensors with a small tag and come back as what they were);
+- ``payload_sha256``: the sha256 of those bytes, checked before they are read, so a file
+  corrupted or edited after saving is refused with a clear error. The hash guards against
+  accidents (a bad disk, a partial copy, a flipped byte), not against someone who rewrites the
+  hash as well: load only files you trust.
+
+Files of format version 1 (``params_json`` and ``state`` directly in the outer dict, no hash)
+are still read.
 
 Estimators opt in with :class:`SaveLoadMixin`. By default the state is every public fitted
 attribute (name ending with ``_``); an estimator holding objects that cannot be stored this way
@@ -19,6 +27,8 @@ are not all JSON (an estimator given as a parameter) overrides ``_params_to_save
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -38,7 +48,7 @@ __all__ = [
 ]
 
 MAGIC = "mola_ts.estimator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _ND = "__ndarray__"
 _STR_ND = "__str_ndarray__"
@@ -48,7 +58,8 @@ _IDX = "__index__"
 
 
 class EstimatorFileError(ValueError):
-    """A file is not a readable saved estimator (foreign, truncated, other class or version)."""
+    """A file is not a readable saved estimator (foreign, truncated, corrupted or modified,
+    of another class or of a newer format version)."""
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -145,58 +156,114 @@ def save_estimator(estimator, path: str | os.PathLike, state: dict[str, Any] | N
     """Write ``estimator`` to ``path``: its params as JSON and its fitted ``state``.
 
     ``state`` defaults to the estimator's public fitted attributes; ``params`` to
-    ``get_params(deep=False)``. Raises TypeError naming what cannot be stored. Under a
-    torch.distributed launch only rank 0 writes (every rank holds the same fitted model); the
-    path is returned on every rank.
+    ``get_params(deep=False)``. Raises TypeError naming what cannot be stored. The file is
+    written under a temporary name and renamed, so an interrupted save leaves no partial file.
+    Under a torch.distributed launch only rank 0 writes (every rank holds the same fitted
+    model); the path is returned on every rank.
     """
     from .training import is_main_process
     params = estimator.get_params(deep=False) if params is None else params
     state = _fitted_attributes(estimator) if state is None else state
+    buffer = io.BytesIO()
+    torch.save({"params_json": _params_json(params), "state": _encode(dict(state), "state")},
+               buffer)
+    inner = buffer.getvalue()
     payload = {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
         "class": type(estimator).__name__,
-        "params_json": _params_json(params),
-        "state": _encode(dict(state), "state"),
+        "payload_sha256": hashlib.sha256(inner).hexdigest(),
+        "payload": torch.frombuffer(bytearray(inner), dtype=torch.uint8),
     }
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: the folder {path.parent} does not exist")
     if is_main_process():
-        torch.save(payload, path)
+        # written beside the target and renamed: an interrupted save never leaves a
+        # half-written file under the target's name (nor destroys an older good copy)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def _torch_load(source, path: Path, what: str) -> Any:
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupted, foreign or unsafe (pickled objects) files
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise EstimatorFileError(
+            f"{path} is not a readable mola_ts estimator file: {what} cannot be read "
+            f"({type(exc).__name__}: {first[:200]}); the file is truncated, corrupted or was "
+            "not written by Estimator.save"
+        ) from None
 
 
 def load_estimator(path: str | os.PathLike, expected_class: str | None = None
                    ) -> tuple[dict, dict[str, Any]]:
     """Read a file written by :func:`save_estimator`: ``(params, state)``.
 
-    Raises :class:`EstimatorFileError` for a file that is unreadable, not a saved estimator,
-    of a newer format version, or of another class than ``expected_class``.
+    Raises FileNotFoundError (no such path), IsADirectoryError (a folder), and
+    :class:`EstimatorFileError` for a file that is unreadable (truncated, foreign, pickled
+    objects), corrupted or modified after saving (its payload sha256 differs), of a newer
+    format version, or of another class than ``expected_class``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a saved estimator file")
     if not path.is_file():
-        raise FileNotFoundError(f"no saved estimator at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or unsafe (pickled objects) files
-        raise EstimatorFileError(
-            f"{path} is not a readable mola_ts estimator file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("magic") != MAGIC:
+        raise FileNotFoundError(f"no saved estimator at {path}: the file does not exist")
+    outer = _torch_load(path, path, "the file")
+    if not isinstance(outer, dict) or outer.get("magic") != MAGIC:
         raise EstimatorFileError(
             f"{path} lacks the mola_ts magic marker {MAGIC!r}: not a saved estimator"
         )
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    version = outer.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise EstimatorFileError(f"{path} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
         raise EstimatorFileError(
             f"{path} was written with format version {version}; this mola_ts reads up to "
             f"{FORMAT_VERSION}: upgrade mola_ts"
         )
-    if expected_class is not None and payload.get("class") != expected_class:
+    if expected_class is not None and outer.get("class") != expected_class:
         raise EstimatorFileError(
-            f"{path} holds a {payload.get('class')!r}, not a {expected_class!r}"
+            f"{path} holds a {outer.get('class')!r}, not a {expected_class!r}: load it with "
+            f"{outer.get('class')}.load"
         )
-    return json.loads(payload["params_json"]), _decode(payload["state"])
+    if version == 1:
+        body = outer
+    else:
+        data = outer.get("payload")
+        expected = outer.get("payload_sha256")
+        if not isinstance(data, torch.Tensor) or data.dtype != torch.uint8 or \
+                not isinstance(expected, str):
+            raise EstimatorFileError(f"{path} has no payload or no payload hash: not a "
+                                     f"format-{version} estimator file")
+        raw = data.numpy().tobytes()
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != expected:
+            raise EstimatorFileError(
+                f"{path} is corrupted or was modified after saving: the sha256 of its payload "
+                f"is {actual}, the file records {expected}; it was not loaded. Save the model "
+                "again or restore the file from a good copy"
+            )
+        body = _torch_load(io.BytesIO(raw), path, "the payload")
+    if not isinstance(body, dict) or not isinstance(body.get("params_json"), str) or \
+            "state" not in body:
+        raise EstimatorFileError(f"{path} lacks the estimator parameters or state")
+    try:
+        params = json.loads(body["params_json"])
+    except json.JSONDecodeError as exc:
+        raise EstimatorFileError(f"{path}: the parameters are not valid JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise EstimatorFileError(f"{path}: the parameters are not a JSON object")
+    return params, _decode(body["state"])
 
 
 class SaveLoadMixin:
@@ -223,6 +290,15 @@ class SaveLoadMixin:
     def load(cls, path: str | os.PathLike):
         """Load an estimator saved by :meth:`save` (``torch.load(weights_only=True)``)."""
         params, state = load_estimator(path, cls.__name__)
-        estimator = cls(**params)
-        estimator._restore_state(state)
+        try:
+            estimator = cls(**params)
+        except TypeError as exc:
+            raise EstimatorFileError(
+                f"{path}: the saved parameters do not fit {cls.__name__} ({exc})") from None
+        try:
+            estimator._restore_state(state)
+        except Exception as exc:  # weights of another shape, missing entries, ...
+            raise EstimatorFileError(
+                f"{path}: the saved state does not fit {cls.__name__} "
+                f"({type(exc).__name__}: {exc})") from exc
         return estimator
