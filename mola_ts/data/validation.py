@@ -53,10 +53,10 @@ def _as_frame_like(y, name: str) -> tuple[np.ndarray, pd.Index | None, list[str]
         raise TypeError(
             f"{name} must be a pandas DataFrame/Series or a numpy array, got {type(y).__name__}"
         )
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.number)) or y.dtype == bool:
-        raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
     if np.iscomplexobj(y):
         raise TypeError(f"{name} must hold real numbers, got complex dtype {y.dtype}")
+    if y.dtype.kind not in "iuf":  # bool, object, strings, datetime64, timedelta64, ...
+        raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2:
@@ -121,8 +121,14 @@ def check_columns_match(series: ValidatedSeries, fitted_columns: list[str], *, n
     """
     n_fit = len(fitted_columns)
     if series.values.shape[1] != n_fit:
+        detail = ""
+        if series.index is not None and by_name:
+            missing = [c for c in fitted_columns if c not in series.columns][:5]
+            extra = [c for c in series.columns if c not in fitted_columns][:5]
+            detail = f" (missing {missing}, unknown {extra})"
         raise ValueError(
-            f"{name} has {series.values.shape[1]} columns but the estimator was fitted on {n_fit}"
+            f"{name} has {series.values.shape[1]} columns but the estimator was fitted on "
+            f"{n_fit}{detail}"
         )
     if series.index is None or not by_name or series.columns == fitted_columns:
         return series
