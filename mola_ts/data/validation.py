@@ -102,11 +102,17 @@ def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = Fal
         where = _where(np.isnan(values), index, columns)
         raise ValueError(f"{name} holds {n_nan} NaN values ({where}); fill or drop them")
     if isinstance(index, pd.DatetimeIndex):
+        if index.hasnans:
+            rows = np.flatnonzero(index.isna())
+            raise ValueError(f"{name}'s DatetimeIndex holds {len(rows)} missing timestamps (NaT) "
+                             f"at rows {rows[:5].tolist()}")
         if index.has_duplicates:
             dup = index[index.duplicated()][:3].tolist()
             raise ValueError(f"{name} has duplicated timestamps, e.g. {dup}")
         if not index.is_monotonic_increasing:
-            raise ValueError(f"{name}'s DatetimeIndex is not sorted in increasing time order")
+            i = int(np.flatnonzero(np.diff(index.asi8) < 0)[0])
+            raise ValueError(f"{name}'s DatetimeIndex is not sorted in increasing time order: "
+                             f"row {i + 1} ({index[i + 1]}) comes after {index[i]}")
     if len(set(columns)) != len(columns):
         raise ValueError(f"{name} has duplicated column names")
     return ValidatedSeries(values, index, columns)

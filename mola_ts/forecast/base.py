@@ -60,6 +60,30 @@ def _take(dist: GaussianMixture, i: int) -> GaussianMixture:
                            noise_variances=dist.noise_variances[i])
 
 
+def _check_time_index(index: pd.Index | None, what: str) -> None:
+    """Forecasts are placed after the last timestamp: the index must be time-like and ordered.
+
+    A DatetimeIndex (checked for order by ``check_series``) or increasing integer positions;
+    anything else (strings, floats, periods) raises a TypeError saying how to convert it.
+    """
+    if index is None or isinstance(index, pd.DatetimeIndex):
+        return
+    if pd.api.types.is_integer_dtype(index) and not pd.api.types.is_bool_dtype(index):
+        steps = np.diff(np.asarray(index, dtype=np.int64))
+        if (steps <= 0).any():
+            i = int(np.flatnonzero(steps <= 0)[0])
+            raise ValueError(
+                f"{what} must increase strictly (integer time positions): position {i + 1} "
+                f"holds {index[i + 1]} after {index[i]}; sort the rows or drop duplicates"
+            )
+        return
+    raise TypeError(
+        f"{what} must be a DatetimeIndex or integer time positions (forecasts are placed after "
+        f"the last one), got {type(index).__name__} of dtype {index.dtype}; convert it with "
+        "pd.to_datetime or drop it with reset_index(drop=True)"
+    )
+
+
 def _is_long(y) -> bool:
     return isinstance(y, pd.DataFrame) and set(LONG_COLUMNS) <= set(y.columns) and \
         len(y.columns) == 3
@@ -103,13 +127,21 @@ class BaseForecaster(BaseEstimator):
             raise ValueError(f"horizon must be a positive integer, got {h!r}")
 
     def _read(self, y, name: str, *, min_rows: int, what_for: str = "", fitted: bool = False):
-        """Validate ``y`` (wide, long or array) into a ValidatedSeries; remember the layout."""
+        """Validate ``y`` (wide, long or array) into a ValidatedSeries; remember the layout.
+
+        After fit, a frame's columns are matched to the fitted ones by name (reordered when
+        only their order differs) when the model was fitted on named columns (a DataFrame or
+        a long frame), else by position.
+        """
         long = _is_long(y)
         if long:
             y = to_wide(y)
         series = check_series(y, name=name, min_rows=min_rows, what_for=what_for)
+        _check_time_index(series.index, f"{name}'s 'ds' column" if long else f"{name}'s index")
         if fitted:
-            series = check_columns_match(series, self.columns_, name=name)
+            named = getattr(self, "feature_names_in_", None) is not None or \
+                self.input_format_ == "long"
+            series = check_columns_match(series, self.columns_, name=name, by_name=named)
         return series, long
 
     # -- public API --------------------------------------------------------------------------

@@ -192,12 +192,35 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
         return self.horizon
 
     def _fit_scaler(self, values: np.ndarray) -> None:
-        self.scaler_ = StandardScaler().fit(values) if self.scale else None
+        if not self.scale:
+            self.scaler_ = None
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaler = StandardScaler().fit(values)
+        bad = ~(np.isfinite(scaler.mean_) & np.isfinite(scaler.scale_))
+        if bad.any():
+            raise ValueError(
+                f"y's variance overflows float64 in columns at positions "
+                f"{np.flatnonzero(bad)[:5].tolist()} (largest |value| "
+                f"{np.abs(values).max():.3g}); divide the series by a constant first"
+            )
+        self.scaler_ = scaler
 
     def _to_scaled(self, values: np.ndarray) -> np.ndarray:
+        """Scaled float32 values for the network; values beyond float32's range raise."""
         scaler = self.scaler_
-        out = values if scaler is None else (values - scaler.mean_) / scaler.scale_
-        return np.asarray(out, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = values if scaler is None else (values - scaler.mean_) / scaler.scale_
+            out = np.asarray(out, dtype=np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError(
+                f"the series holds values too large for the network's float32 arithmetic "
+                f"(largest |value| {np.abs(values).max():.3g}"
+                f"{', after scaling' if scaler is not None else ''}; float32 holds up to "
+                f"{np.finfo(np.float32).max:.3g}): rescale it"
+                f"{'' if scaler is not None else ' or fit with scale=True'}"
+            )
+        return out
 
     def _from_scaled(self, values: np.ndarray) -> np.ndarray:
         scaler = self.scaler_
