@@ -48,8 +48,8 @@ def test_streaming_equals_batch_scoring_exactly(fitted):
     other = monitor.stream()
     other.set_state(state)
     rest = other.update(test.iloc[70:].to_numpy())
-    np.testing.assert_array_equal(pd.concat([first, rest.set_index(test.index[70:])]).to_numpy(),
-                                  batch.to_numpy())
+    pd.testing.assert_frame_equal(pd.concat([first, rest.set_axis(test.index[70:])]), batch,
+                                  check_exact=True, check_freq=False)
 
 
 def test_statistics_expose_every_level_with_its_limit(fitted):
@@ -62,8 +62,11 @@ def test_statistics_expose_every_level_with_its_limit(fitted):
         assert f"{block}.weight" in stats
     assert (stats["PFI_limit"] == monitor.threshold_).all()
     assert stats.index.equals(X.index)
-    assert stats.iloc[:4].drop(columns=[c for c in stats if c.endswith("_limit")] + ["alarm"]) \
+    quality = ["alarm", "sensor_fault", "missing_variables", "monitorable"]
+    assert stats.iloc[:4].drop(columns=[c for c in stats if c.endswith("_limit")] + quality) \
         .isna().all().all()
+    assert (stats.sensor_fault == 0).all() and (stats.monitorable == 1).all()
+    assert (stats.missing_variables == ()).all()
     assert (stats.alarm.iloc[:4] == 0).all() and stats.iloc[4:].PFI.notna().all()
 
 

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..data import FAULT_ONSET, ValidatedSeries, check_columns_match, check_series
 from ..metrics import detection_delay, false_alarm_rate, fault_detection_rate
 
-__all__ = ["MonitorMixin", "FitRuns", "validate_fit_runs"]
+__all__ = ["MonitorMixin", "FitRuns", "validate_fit_runs", "check_finite_scale"]
 
 
 @dataclass
@@ -36,33 +36,94 @@ def validate_fit_runs(X, *, min_rows: int, what_for: str) -> FitRuns:
     The concatenated runs must hold at least ``min_rows`` rows; each run is checked by
     :func:`mola_ts.data.check_series` (NaN, inf, dtype, shape, sorted unique timestamps).
     """
-    is_runs = isinstance(X, (list, tuple)) and len(X) > 0 and all(
-        isinstance(run, (pd.DataFrame, np.ndarray)) and np.ndim(run) == 2 for run in X)
+    # a list holding any DataFrame, Series or 2-D array is a list of runs; a list of numbers or
+    # of 1-D rows is one run (a nested list of rows)
+    is_runs = isinstance(X, (list, tuple)) and len(X) > 0 and any(
+        isinstance(run, (pd.DataFrame, pd.Series))
+        or (isinstance(run, np.ndarray) and run.ndim == 2) for run in X)
     runs = list(X) if is_runs else [X]
     checked: list[ValidatedSeries] = []
     for i, run in enumerate(runs):
         name = "X" if len(runs) == 1 else f"X[{i}]"
         checked.append(check_series(run, name=name, min_rows=1))
     columns = checked[0].columns
+    named = checked[0].index is not None
     for i, series in enumerate(checked[1:], start=1):
-        if series.columns != columns and series.index is not None:
-            raise ValueError(f"X[{i}] has the columns {series.columns[:5]}..., X[0] has "
-                             f"{columns[:5]}...; every run must have the same columns")
         if series.values.shape[1] != len(columns):
             raise ValueError(f"X[{i}] has {series.values.shape[1]} columns, X[0] has "
-                             f"{len(columns)}")
+                             f"{len(columns)}; every run must have the same columns")
+        # runs with column names must agree by name (and order); an array is matched by position
+        if named and series.index is not None and series.columns != columns:
+            raise ValueError(f"X[{i}] has the columns {series.columns[:5]}..., X[0] has "
+                             f"{columns[:5]}...; every run must have the same columns in the "
+                             "same order")
     total = sum(len(s.values) for s in checked)
     if total < min_rows:
         raise ValueError(f"X has {total} rows; at least {min_rows} are needed ({what_for})")
     return FitRuns([s.values for s in checked], [s.index for s in checked], columns,
-                   named=checked[0].index is not None)
+                   named=named)
+
+
+def check_finite_scale(mean: np.ndarray, scale: np.ndarray, columns: list[str], what: str
+                       ) -> None:
+    """Raise when a column is constant or too large to standardise in float64.
+
+    ``what`` names the data the mean and standard deviation ``scale`` came from.
+    """
+    overflow = ~np.isfinite(mean) | np.isinf(scale)
+    # constant up to rounding: the standard deviation of identical values is a few ulps of the
+    # mean, not 0, and would blow the standardised values up to noise
+    with np.errstate(invalid="ignore"):
+        flat = ~(scale > 64 * np.finfo(np.float64).eps * np.abs(mean))
+    constant = [columns[j] for j in np.flatnonzero(~overflow & flat)]
+    if constant:
+        raise ValueError(f"X has constant columns{what} {constant[:8]}; drop them (they carry no "
+                         "information to monitor)")
+    huge = [columns[j] for j in np.flatnonzero(overflow)]
+    if huge:
+        raise ValueError(f"X has columns{what} whose mean or standard deviation overflows "
+                         f"float64 {huge[:8]}; rescale them")
+
+
+def _normalized(value):
+    """A parameter value in its JSON form (tuples as lists, numpy scalars as Python numbers)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _normalized(v) for k, v in value.items()}
+    return value
 
 
 class MonitorMixin:
     """``decision_function``, ``predict`` and detection metrics from ``score_samples``."""
 
+    #: parameters whose value at fit time the fitted state depends on (checked when scoring)
+    _scoring_params: tuple[str, ...] = ()
+    _refit_hint = "call fit again"
+
+    def _remember_scoring_params(self) -> None:
+        params = self.get_params(deep=False)
+        self.scoring_params_ = {k: _normalized(params[k]) for k in self._scoring_params}
+
+    def _check_scoring_params(self) -> None:
+        """Raise when a parameter the fitted state depends on was changed by set_params."""
+        check_is_fitted(self)
+        saved = getattr(self, "scoring_params_", None)
+        if saved is None:  # a model saved before this check existed
+            return
+        params = self.get_params(deep=False)
+        changed = [k for k, v in saved.items() if _normalized(params[k]) != v]
+        if changed:
+            raise ValueError(
+                f"{type(self).__name__}: {changed} changed since fit ("
+                + ", ".join(f"{k}={saved[k]!r} -> {params[k]!r}" for k in changed[:4])
+                + f"); the fitted state still follows the old values: {self._refit_hint}")
+
     def _check_X(self, X, *, min_rows: int, what_for: str) -> ValidatedSeries:
         check_is_fitted(self)
+        self._check_scoring_params()
         series = check_series(X, name="X", min_rows=min_rows, what_for=what_for)
         return check_columns_match(series, self.feature_names_, name="X",
                                    by_name=self.named_features_)

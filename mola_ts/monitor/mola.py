@@ -8,8 +8,10 @@ codes (and the SPE of the last sample of the window); set every control limit on
 stream; fuse T^2 and W (and SPE when ``use_spe``) into a block index by the Bayesian combination
 and the block indices into the global index PFI by the order-weighted combination (W-BF).
 
-Online: :meth:`MOLAMonitor.stream` keeps the window buffer, the CUSUM state of every block and
-the W-BF episode; :meth:`MOLAMonitor.statistics` is exactly a fresh stream fed the whole run.
+Online: :meth:`MOLAMonitor.stream` keeps the window buffer, the CUSUM state of every block, the
+W-BF episode and the last valid value of every variable (the sensor-dropout policy); its state
+can be saved and restored exactly. :meth:`MOLAMonitor.statistics` is exactly a fresh stream fed
+the whole run.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ..data import check_columns_match, check_series
-from ..persistence import SaveLoadMixin
+from ..persistence import EstimatorFileError, SaveLoadMixin, load_estimator, save_estimator
 from ..training import seed_everything, train
-from .base import MonitorMixin, validate_fit_runs
+from .base import MonitorMixin, check_finite_scale, validate_fit_runs
 from .blocks import resolve_blocks
 from .charts import QuantileCUSUM, control_limit, fit_t2, quantile_edges, t2_statistic
 from .fusion import OrderWeights, bayesian_combination, fault_probability
@@ -35,12 +37,18 @@ from .olae import OLAE, ORTHO_TARGETS, ExactOLAE, olae_loss
 __all__ = ["MOLAMonitor", "MonitorStream"]
 
 _LEVELS = ("T2", "W", "SPE")
+_MISSING = ("hold", "raise")
+_ON_STALE = ("flag", "raise")
 
 
 # the parameters that shape the trained networks (recalibrate must not see them change)
 _NETWORK_PARAMS = ("blocks", "n_blocks", "window", "hidden_size", "code_size", "ortho_weight",
                    "ortho_target", "epochs", "batch_size", "lr", "patience",
                    "validation_fraction", "n_ensemble", "random_state", "device")
+# the parameters the scoring of a fitted monitor depends on (statistics() checks them)
+_SCORING_PARAMS = ("blocks", "n_blocks", "window", "hidden_size", "code_size", "n_ensemble",
+                   "alpha", "n_bins", "cusum_allowance", "use_spe", "limit_method",
+                   "threshold_scale", "fusion_gamma", "base_weight", "episode_reset")
 
 
 def _member_mean(parts: list[np.ndarray]) -> np.ndarray:
@@ -164,6 +172,10 @@ default="auto"
     >>> alarms = monitor.predict(load_tep(1, "test"))  # doctest: +SKIP
     """
 
+    _scoring_params = _SCORING_PARAMS
+    _refit_hint = ("call recalibrate(X) for the calibration settings or fit for the network "
+                   "settings")
+
     def __init__(self, blocks: Any = "auto", n_blocks: int = 4, window: int = 10,
                  hidden_size: int = 32, code_size: int = 8, ortho_weight: float = 1.0,
                  ortho_target: str = "codes", epochs: int = 200, batch_size: int = 32,
@@ -237,6 +249,10 @@ default="auto"
         if self.fusion_gamma < 0 or not self.base_weight > 0:
             raise ValueError(f"fusion_gamma must be >= 0 and base_weight > 0, got "
                              f"{self.fusion_gamma!r} and {self.base_weight!r}")
+        if self.random_state is not None and (isinstance(self.random_state, bool) or not
+                                              isinstance(self.random_state, (int, np.integer))):
+            raise TypeError(f"random_state must be an int or None, got "
+                            f"{type(self.random_state).__name__} {self.random_state!r}")
 
     def _min_fit_rows(self) -> int:
         # both parts must give at least 10 scored windows (plus enough for codes' statistics)
@@ -290,6 +306,7 @@ default="auto"
         self._exact = None
         self._fit_code_statistics(train_windows)
         self._calibrate(data["val_segments"])
+        self._remember_scoring_params()
         return self
 
     def recalibrate(self, X) -> MOLAMonitor:
@@ -318,6 +335,7 @@ default="auto"
         self._exact = None
         self._fit_code_statistics(data["train_windows"])
         self._calibrate(data["val_segments"])
+        self._remember_scoring_params()
         return self
 
     def _prepare(self, X) -> dict[str, Any]:
@@ -334,12 +352,10 @@ default="auto"
             if cut < len(values):
                 val_segments.append((r, cut, len(values)))
         train_rows = np.concatenate([runs.values[r][a:b] for r, a, b in train_segments])
-        mean = train_rows.mean(axis=0)
-        scale = train_rows.std(axis=0, ddof=1)
-        constant = [runs.columns[j] for j in np.flatnonzero(~(scale > 0))]
-        if constant:
-            raise ValueError(f"X has constant columns in the training part {constant[:8]}; "
-                             "drop them (they carry no information to monitor)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = train_rows.mean(axis=0)
+            scale = train_rows.std(axis=0, ddof=1)
+        check_finite_scale(mean, scale, runs.columns, " in the training part")
         std_runs = [(v - mean) / scale for v in runs.values]
 
         def windows_of(segments, history: bool) -> np.ndarray:
@@ -488,22 +504,32 @@ default="auto"
         return np.where(np.isfinite(weights).all(axis=1), pfi, np.nan), weights
 
     # ------------------------------------------------------------------ scoring
-    def stream(self) -> MonitorStream:
-        """A fresh sample-by-sample scorer (empty window buffer, CUSUMs and W-BF at rest)."""
+    def stream(self, missing: str = "hold", max_hold: int = 10, on_stale: str = "flag"
+               ) -> MonitorStream:
+        """A fresh sample-by-sample scorer (empty window buffer, CUSUMs and W-BF at rest).
+
+        ``missing``, ``max_hold`` and ``on_stale`` set the sensor-dropout policy for NaN or
+        inf values in streamed samples (see :class:`MonitorStream`).
+        """
         check_is_fitted(self)
-        return MonitorStream(self)
+        self._check_scoring_params()
+        return MonitorStream(self, missing=missing, max_hold=max_hold, on_stale=on_stale)
 
     def statistics(self, X) -> pd.DataFrame:
         """Every level with its limit, one row per sample of the run ``X``.
 
         Columns, per block ``b``: ``b.T2``, ``b.W``, ``b.SPE``, ``b.index`` (the block index
         P_b), each followed by its ``_limit`` column, and ``b.weight`` (its W-BF weight); then
-        ``PFI``, ``PFI_limit`` and ``alarm`` (1/0). The first ``window - 1`` rows are NaN (no
-        alarm). Equal, bit for bit, to feeding ``X`` row by row to :meth:`stream`.
+        ``PFI``, ``PFI_limit``, ``alarm`` (1/0) and the data-quality columns of a stream
+        (``sensor_fault`` 0, ``missing_variables`` empty, ``monitorable`` 1: ``X`` must be
+        finite here; a NaN or inf raises a ValueError naming its columns and rows, and
+        ``monitor.stream(missing="hold").update(X)`` applies the sensor-dropout policy to a
+        whole run instead). The first ``window - 1`` rows are NaN (no alarm). Equal, bit for
+        bit, to feeding ``X`` row by row to :meth:`stream`.
         """
         series = self._check_X(X, min_rows=self.window,
                                what_for=f"one window of window={self.window} samples")
-        return self.stream()._score(series)
+        return MonitorStream(self)._score(series.values, series.index)
 
     def score_samples(self, X) -> np.ndarray:
         """The global fault index PFI of every sample (higher = more abnormal; NaN unscored)."""
@@ -560,13 +586,13 @@ default="auto"
         return (x * total / n_steps).sum(dim=1).numpy()
 
     # ------------------------------------------------------------------ persistence
-    def _save_state(self) -> dict[str, Any]:
-        state = super()._save_state()
+    def _state_to_save(self) -> dict[str, Any]:
+        state = super()._state_to_save()
         state.pop("feature_names_in_", None)  # object array; rebuilt from feature_names_
         return state
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        super()._load_state(state)
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        super()._restore_state(state)
         if self.named_features_:
             self.feature_names_in_ = np.asarray(self.feature_names_, dtype=object)
         self._exact = None
@@ -576,12 +602,66 @@ class MonitorStream:
     """Sample-by-sample MOLA scoring that keeps the window buffer, CUSUM and W-BF state.
 
     Obtain one with :meth:`MOLAMonitor.stream`. :meth:`update` accepts one sample (a 1-D array
-    or Series of the variables) or several rows, and returns their statistics (the columns of
-    :meth:`MOLAMonitor.statistics`). Feeding a run row by row gives exactly the batch result.
+    or Series of the variables) or a block of rows, and returns their statistics (the columns
+    of :meth:`MOLAMonitor.statistics`). Finite data fed row by row, in chunks of any size or as
+    one block give exactly (bit for bit) the batch result.
+
+    **Sensor dropouts** (NaN or inf in some variables of a sample) are never a silent pass:
+
+    - ``missing="hold"`` (default): each missing variable takes its last valid value in this
+      stream; the sample is scored and flagged: ``sensor_fault`` is 1 and
+      ``missing_variables`` lists the variables that were held.
+    - A variable may be held for at most ``max_hold`` consecutive samples. A sample in which a
+      variable has been missing for longer, or in which every variable is missing, is
+      *unmonitorable*. With ``on_stale="flag"`` (default) it gets ``monitorable = 0``, NaN
+      statistics and no alarm, and it advances neither the CUSUMs nor the W-BF episode (its
+      held values do enter the window buffer, so the next ``window - 1`` windows still contain
+      them); with ``on_stale="raise"`` :meth:`update` raises a ValueError.
+    - A variable that is missing before it has had any valid value in this stream raises a
+      ValueError: there is nothing to hold.
+    - ``missing="raise"``: any NaN or inf raises a ValueError naming the variables and the
+      sample.
+
+    An update that raises leaves the stream unchanged: no row of the rejected block is scored.
+    Rows with a DatetimeIndex (a DataFrame, or a Series taken from a row of one) must arrive in
+    increasing time order, also across calls; a row at or before the last one raises.
+
+    **Memory**: the state is the last ``window - 1`` standardised samples, the CUSUM vectors of
+    every network, the W-BF episode, the last valid value and hold count of every variable, the
+    last timestamp and the number of samples seen: O(window x variables) numbers whatever the
+    length of the stream. :meth:`get_state` / :meth:`set_state` copy it in memory;
+    :meth:`save` / :meth:`load` write the monitor and the stream to one file, and a restored
+    stream continues exactly as an uninterrupted one.
+
+    Parameters
+    ----------
+    monitor : MOLAMonitor
+        A fitted monitor.
+    missing : {"hold", "raise"}, default="hold"
+        What a NaN or inf in a streamed sample gets (see above).
+    max_hold : int, default=10
+        Consecutive samples a variable may be held (>= 0; 0 never holds, so every sample with a
+        missing variable is unmonitorable). Choose it from the sampling period and from how
+        long the process may drift unseen (10 samples of the Tennessee Eastman plant are 30
+        minutes).
+    on_stale : {"flag", "raise"}, default="flag"
+        What an unmonitorable sample gets (see above).
     """
 
-    def __init__(self, monitor: MOLAMonitor, _unfused: bool = False):
+    def __init__(self, monitor: MOLAMonitor, *, missing: str = "hold", max_hold: int = 10,
+                 on_stale: str = "flag", _unfused: bool = False):
+        check_is_fitted(monitor)
+        if missing not in _MISSING:
+            raise ValueError(f"missing must be one of {_MISSING}, got {missing!r}")
+        if on_stale not in _ON_STALE:
+            raise ValueError(f"on_stale must be one of {_ON_STALE}, got {on_stale!r}")
+        if isinstance(max_hold, bool) or not isinstance(max_hold, (int, np.integer)) \
+                or max_hold < 0:
+            raise ValueError(f"max_hold must be an int >= 0, got {max_hold!r}")
         self.monitor = monitor
+        self.missing = missing
+        self.max_hold = int(max_hold)
+        self.on_stale = on_stale
         self._unfused = _unfused
         n_features = len(monitor.mean_)
         self.buffer = np.empty((0, n_features))
@@ -591,24 +671,40 @@ class MonitorStream:
             len(monitor.block_states_), monitor.fusion_gamma, monitor.base_weight,
             monitor.episode_reset)
         self.n_seen = 0
+        self.last_value = np.full(n_features, np.nan)  # last valid raw value of each variable
+        self.hold_count = np.zeros(n_features, dtype=np.int64)  # consecutive held samples
+        self.last_time: str | None = None  # ISO time of the last row with a DatetimeIndex
 
+    def __repr__(self) -> str:
+        return (f"MonitorStream(n_seen={self.n_seen}, missing={self.missing!r}, "
+                f"max_hold={self.max_hold}, on_stale={self.on_stale!r})")
+
+    # ------------------------------------------------------------------ scoring core
     def _prime(self, standardized_rows: np.ndarray) -> None:
         """Fill the window buffer with history rows without scoring them."""
         keep = self.monitor.window - 1
         full = np.concatenate([self.buffer, np.asarray(standardized_rows, dtype=np.float64)])
         self.buffer = full[max(0, len(full) - keep):].copy() if keep > 0 else full[:0].copy()
 
-    def _advance(self, z: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw levels (T2, W, SPE), each (n, n_blocks) with NaN rows before the first window."""
+    def _advance(self, z: np.ndarray, monitorable: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Raw levels (T2, W, SPE), each (n, n_blocks) with NaN rows before the first window.
+
+        Rows not ``monitorable`` get NaN and do not advance the CUSUMs. A statistic that
+        overflows float64 (a finite but absurdly large input) is +inf, never NaN.
+        """
         mon = self.monitor
         w = mon.window
         n_new = len(z)
+        ok = np.ones(n_new, dtype=bool) if monitorable is None else monitorable
         full = np.concatenate([self.buffer, z]) if len(self.buffer) else z
         n_hist = len(full) - n_new
         first = max(0, (w - 1) - n_hist)  # first new row with a complete window
         n_blocks = len(mon.block_states_)
         raw = {lev: np.full((n_new, n_blocks), np.nan) for lev in _LEVELS}
         if first < n_new:
+            ok_w = ok[first:]
+            all_ok = bool(ok_w.all())
             windows = np.lib.stride_tricks.sliding_window_view(full, w, axis=0)
             windows = windows.transpose(0, 2, 1)[n_hist + first - (w - 1):]
             for bi, (state, exacts) in enumerate(zip(mon.block_states_, mon._exact_models(),
@@ -617,29 +713,43 @@ class MonitorStream:
                 parts: dict[str, list[np.ndarray]] = {lev: [] for lev in _LEVELS}
                 for member, exact, cusum in zip(state["members"], exacts, self.cusums[bi],
                                                 strict=True):
-                    codes = exact.encode(win)
-                    recon = exact.decode(codes)
-                    err = win[:, -1] - recon[:, -1]
-                    parts["T2"].append(t2_statistic(codes, member["t2_mean"],
-                                                    member["t2_precision"]))
-                    parts["SPE"].append(np.einsum("ni,ni->n", err, err))
-                    parts["W"].append(cusum.update(codes))
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        codes = exact.encode(win)
+                        recon = exact.decode(codes)
+                        err = win[:, -1] - recon[:, -1]
+                        parts["T2"].append(t2_statistic(codes, member["t2_mean"],
+                                                        member["t2_precision"]))
+                        parts["SPE"].append(np.einsum("ni,ni->n", err, err))
+                    if all_ok:
+                        parts["W"].append(cusum.update(codes))
+                    else:
+                        w_stat = np.full(len(codes), np.nan)
+                        w_stat[ok_w] = cusum.update(codes[ok_w])
+                        parts["W"].append(w_stat)
                 for lev in _LEVELS:  # an ensemble's statistic is its members' mean
-                    raw[lev][first:, bi] = _member_mean(parts[lev])
+                    value = _member_mean(parts[lev])
+                    value = np.where(np.isnan(value) & ok_w, np.inf, value)
+                    if not all_ok:
+                        value[~ok_w] = np.nan
+                    raw[lev][first:, bi] = value
         keep = w - 1
         self.buffer = full[max(0, len(full) - keep):].copy() if keep > 0 else full[:0].copy()
         self.n_seen += n_new
         return raw
 
-    def _score(self, series) -> pd.DataFrame:
+    def _score(self, values: np.ndarray, index: pd.Index | None,
+               missing: np.ndarray | None = None,
+               monitorable: np.ndarray | None = None) -> pd.DataFrame:
+        """Statistics of finite raw ``values`` (n, variables), advancing the stream."""
         mon = self.monitor
         start = self.n_seen
-        z = (series.values - mon.mean_) / mon.scale_
-        raw = self._advance(z)
+        n = len(values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (values - mon.mean_) / mon.scale_
+        raw = self._advance(z, monitorable)
         index_values = mon._block_indices(raw)
         pfi, weights = mon._fuse_blocks(index_values, self.order_weights)
         columns: dict[str, np.ndarray] = {}
-        n = len(z)
         for bi, state in enumerate(mon.block_states_):
             name = state["name"]
             for lev in _LEVELS:
@@ -651,35 +761,225 @@ class MonitorStream:
         columns["PFI"] = pfi
         columns["PFI_limit"] = np.full(n, mon.threshold_)
         columns["alarm"] = np.where(np.isfinite(pfi) & (pfi > mon.threshold_), 1, 0)
-        index = series.index if series.index is not None else pd.RangeIndex(start, start + n)
+        faulty = np.zeros(n, dtype=bool) if missing is None else missing.any(axis=1)
+        columns["sensor_fault"] = faulty.astype(np.int64)
+        held = np.empty(n, dtype=object)
+        held.fill(())
+        for i in np.flatnonzero(faulty):
+            held[i] = tuple(mon.feature_names_[j] for j in np.flatnonzero(missing[i]))
+        columns["missing_variables"] = held
+        columns["monitorable"] = (np.ones(n, dtype=np.int64) if monitorable is None
+                                  else monitorable.astype(np.int64))
+        if index is None:
+            index = pd.RangeIndex(start, start + n)
         return pd.DataFrame(columns, index=index)
 
-    def update(self, x) -> pd.DataFrame:
-        """Score one sample (1-D array/Series of the variables) or a block of rows."""
+    # ------------------------------------------------------------------ the public stream
+    def _validate(self, x):
         mon = self.monitor
         if isinstance(x, pd.Series):
             x = x.to_frame().T
-        elif isinstance(x, (np.ndarray, list, tuple)) and np.ndim(x) == 1:
-            x = np.asarray(x)[None, :]
-        series = check_series(x, name="x", min_rows=1)
-        series = check_columns_match(series, mon.feature_names_, name="x",
-                                     by_name=mon.named_features_)
-        return self._score(series)
+        elif isinstance(x, (np.ndarray, list, tuple)):
+            try:
+                one_row = np.ndim(x) == 1
+            except ValueError:  # a ragged nested list: check_series says so
+                one_row = False
+            if one_row:
+                x = np.asarray(x)[None, :]
+        series = check_series(x, name="x", min_rows=1, allow_nan=True, allow_inf=True)
+        return check_columns_match(series, mon.feature_names_, name="x",
+                                   by_name=mon.named_features_)
 
+    def _label(self, index: pd.Index | None, i: int) -> str:
+        if index is not None:
+            return f"{index[i]!s} (sample {self.n_seen + i} of the stream)"
+        return f"{self.n_seen + i} of the stream"
+
+    def _check_time(self, index: pd.Index | None) -> str | None:
+        """The new last timestamp; raise when ``index`` does not continue the stream's time."""
+        if not isinstance(index, pd.DatetimeIndex) or len(index) == 0:
+            return self.last_time
+        if self.last_time is not None:
+            previous = pd.Timestamp(self.last_time)
+            try:
+                later = bool(index[0] > previous)
+            except TypeError:
+                raise ValueError(f"x's timestamp {index[0]} cannot be compared with the "
+                                 f"stream's last one {previous} (one has a time zone, the "
+                                 "other none)") from None
+            if not later:
+                raise ValueError(f"x starts at {index[0]}, not after the stream's last sample "
+                                 f"at {previous}: samples must arrive in time order, each "
+                                 "once (repeat or reorder them upstream)")
+        return index[-1].isoformat()
+
+    def _fill_missing(self, values: np.ndarray, index: pd.Index | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply the dropout policy without touching the stream.
+
+        Returns the filled values, the missing mask, the monitorable rows and the new last
+        values and hold counts.
+        """
+        names = self.monitor.feature_names_
+        bad = ~np.isfinite(values)
+        n = len(values)
+        monitorable = np.ones(n, dtype=bool)
+        last = self.last_value.copy()
+        count = self.hold_count.copy()
+        if not bad.any():
+            last[:] = values[-1]
+            count[:] = 0
+            return values, bad, monitorable, last, count
+        for i in range(n):
+            row_bad = bad[i]
+            if not row_bad.any():
+                count[:] = 0
+                last[:] = values[i]
+                continue
+            gone = [names[j] for j in np.flatnonzero(row_bad)]
+            if self.missing == "raise":
+                raise ValueError(f"x: sample {self._label(index, i)} has NaN or inf in "
+                                 f"{gone[:8]}{' ...' if len(gone) > 8 else ''} and the stream "
+                                 "was made with missing='raise'")
+            never = row_bad & np.isnan(last)
+            if never.any():
+                first = [names[j] for j in np.flatnonzero(never)]
+                raise ValueError(f"x: sample {self._label(index, i)} has NaN or inf in "
+                                 f"{first[:8]} before any valid value of them in this stream, "
+                                 "so there is no value to hold; start the stream with a "
+                                 "complete sample")
+            values[i, row_bad] = last[row_bad]
+            count[row_bad] += 1
+            count[~row_bad] = 0
+            last[:] = values[i]
+            stale = count > self.max_hold
+            if stale.any() or row_bad.all():
+                if self.on_stale == "raise":
+                    why = ("every variable is missing" if row_bad.all() else
+                           f"{[names[j] for j in np.flatnonzero(stale)][:8]} have been missing "
+                           f"for more than max_hold={self.max_hold} samples")
+                    raise ValueError(f"x: sample {self._label(index, i)} cannot be monitored: "
+                                     f"{why} (on_stale='raise')")
+                monitorable[i] = False
+        return values, bad, monitorable, last, count
+
+    def update(self, x) -> pd.DataFrame:
+        """Score one sample (1-D array/Series of the variables) or a block of rows.
+
+        Returns one row of statistics per sample (the columns of
+        :meth:`MOLAMonitor.statistics`), indexed by the input's index or, for arrays, by the
+        sample's position in the stream. NaN/inf follow the stream's dropout policy.
+        """
+        self.monitor._check_scoring_params()
+        series = self._validate(x)
+        last_time = self._check_time(series.index)
+        values, missing, monitorable, last, count = self._fill_missing(series.values,
+                                                                      series.index)
+        frame = self._score(values, series.index, missing, monitorable)
+        self.last_value, self.hold_count, self.last_time = last, count, last_time
+        return frame
+
+    # ------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
-        """The stream's state (buffer, CUSUM vectors, W-BF episode, samples seen)."""
+        """A copy of the stream's state (window buffer, CUSUM vectors, W-BF episode, last
+        valid values and hold counts, last timestamp, samples seen)."""
         return {
             "buffer": self.buffer.copy(),
             "cusums": [[c.get_state() for c in block] for block in self.cusums],
-            "order_weights": self.order_weights.get_state(),
+            "order_weights": (None if self.order_weights is None
+                              else self.order_weights.get_state()),
             "n_seen": self.n_seen,
+            "last_value": self.last_value.copy(),
+            "hold_count": self.hold_count.copy(),
+            "last_time": self.last_time,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continue from a state returned by :meth:`get_state`."""
-        self.buffer = np.array(state["buffer"], dtype=np.float64)
-        for block, saved in zip(self.cusums, state["cusums"], strict=True):
-            for cusum, (u_obs, u_exp) in zip(block, saved, strict=True):
+        """Continue from a state returned by :meth:`get_state` (checked against the monitor)."""
+        mon = self.monitor
+        n_vars = len(mon.mean_)
+        keys = ("buffer", "cusums", "order_weights", "n_seen", "last_value", "hold_count",
+                "last_time")
+        if not isinstance(state, dict) or set(keys) - set(state):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state must be a dict with the keys {list(keys)} (from "
+                             f"get_state), got {got}")
+        n_seen = state["n_seen"]
+        if isinstance(n_seen, bool) or not isinstance(n_seen, (int, np.integer)) or n_seen < 0:
+            raise ValueError(f"state['n_seen'] must be an int >= 0, got {n_seen!r}")
+        buffer = np.array(state["buffer"], dtype=np.float64)
+        if buffer.shape != (min(int(n_seen), mon.window - 1), n_vars) or \
+                not np.isfinite(buffer).all():
+            raise ValueError(f"state['buffer'] must hold min(n_seen, window - 1) = "
+                             f"{min(int(n_seen), mon.window - 1)} finite rows of {n_vars} "
+                             f"variables, got shape {buffer.shape}; was the state taken from "
+                             "a stream of this monitor?")
+        cusums = [[QuantileCUSUM(c.edges, c.k) for c in block] for block in self.cusums]
+        saved = state["cusums"]
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(cusums) or any(
+                not isinstance(s, (list, tuple)) or len(s) != len(b)
+                for s, b in zip(saved, cusums, strict=True)):
+            raise ValueError("state['cusums'] does not match the monitor's blocks and "
+                             "networks; was the state taken from a stream of this monitor?")
+        for block, block_saved in zip(cusums, saved, strict=True):
+            for cusum, (u_obs, u_exp) in zip(block, block_saved, strict=True):
                 cusum.set_state(u_obs, u_exp)
-        self.order_weights.set_state(*state["order_weights"])
-        self.n_seen = int(state["n_seen"])
+                if cusum.u_obs.shape != (cusum.n_features * cusum.n_bins,):
+                    raise ValueError(f"state['cusums'] holds a vector of shape "
+                                     f"{cusum.u_obs.shape}, the monitor's CUSUM needs "
+                                     f"({cusum.n_features * cusum.n_bins},)")
+        order_weights = None
+        if self.order_weights is not None:
+            order, next_order, quiet = state["order_weights"]
+            order_weights = OrderWeights(self.order_weights.n_blocks, self.order_weights.gamma,
+                                         self.order_weights.base_weight,
+                                         self.order_weights.reset_after)
+            order_weights.set_state(order, next_order, quiet)
+            if order_weights.order.shape != (order_weights.n_blocks,):
+                raise ValueError(f"state['order_weights'] has {order_weights.order.shape} "
+                                 f"block orders, the monitor has {order_weights.n_blocks} "
+                                 "blocks")
+        last_value = np.array(state["last_value"], dtype=np.float64)
+        hold_count = np.array(state["hold_count"], dtype=np.int64)
+        if last_value.shape != (n_vars,) or hold_count.shape != (n_vars,) or \
+                (hold_count < 0).any():
+            raise ValueError(f"state['last_value'] and state['hold_count'] must have "
+                             f"{n_vars} entries (counts >= 0), got shapes {last_value.shape} "
+                             f"and {hold_count.shape}")
+        last_time = state["last_time"]
+        if last_time is not None:
+            if not isinstance(last_time, str):
+                raise ValueError(f"state['last_time'] must be None or an ISO time, got "
+                                 f"{last_time!r}")
+            pd.Timestamp(last_time)  # raises on a malformed time
+        self.buffer, self.cusums, self.order_weights = buffer, cusums, order_weights
+        self.n_seen, self.last_value, self.hold_count = int(n_seen), last_value, hold_count
+        self.last_time = last_time
+
+    def save(self, path):
+        """Write the monitor and this stream's state to one file (see :mod:`mola_ts.persistence`).
+
+        :meth:`load` gives a stream that continues exactly where this one stands.
+        """
+        if self._unfused:
+            raise ValueError("an internal calibration stream cannot be saved")
+        mon = self.monitor
+        params = {"monitor": mon._params_to_save(), "missing": self.missing,
+                  "max_hold": self.max_hold, "on_stale": self.on_stale}
+        state = {"monitor": mon._state_to_save(), "stream": self.get_state()}
+        return save_estimator(self, path, state, params=params)
+
+    @classmethod
+    def load(cls, path) -> MonitorStream:
+        """Read a stream written by :meth:`save` (its monitor included)."""
+        params, state = load_estimator(path, cls.__name__)
+        try:
+            monitor = MOLAMonitor(**params["monitor"])
+            monitor._restore_state(state["monitor"])
+            stream = cls(monitor, missing=params["missing"], max_hold=params["max_hold"],
+                         on_stale=params["on_stale"])
+            stream.set_state(state["stream"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EstimatorFileError(f"{path}: the saved stream does not fit MonitorStream "
+                                     f"({type(exc).__name__}: {exc})") from exc
+        return stream

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ..persistence import SaveLoadMixin
-from .base import MonitorMixin, validate_fit_runs
+from .base import MonitorMixin, check_finite_scale, validate_fit_runs
 from .charts import empirical_limit, spe_limit_jackson_mudholkar, t2_limit_f
 
 __all__ = ["PCAMonitor", "DPCAMonitor"]
@@ -82,6 +82,8 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     (22.395, 23.406)
     """
 
+    _scoring_params = ("n_components", "statistic", "limit", "alpha", "validation_fraction")
+
     def __init__(self, n_components: int | float = 9, statistic: str = "either",
                  limit: str = "parametric", alpha: float = 0.01,
                  validation_fraction: float = 0.3):
@@ -133,11 +135,10 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                              "needed")
         names = [f"{c}" if j == 0 else f"{c}[t-{j}]" for j in range(lags + 1)
                  for c in runs.columns]
-        mean = data.mean(axis=0)
-        scale = data.std(axis=0, ddof=1)
-        constant = [names[j] for j in np.flatnonzero(~(scale > 0))]
-        if constant:
-            raise ValueError(f"X has constant columns {constant[:8]}; drop them")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = data.mean(axis=0)
+            scale = data.std(axis=0, ddof=1)
+        check_finite_scale(mean, scale, names, "")
         z = (data - mean) / scale
         corr = z.T @ z / (len(z) - 1)
         eigenvalues, vectors = np.linalg.eigh(corr)
@@ -177,16 +178,25 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             self.spe_limit_ = empirical_limit(spe, self.alpha)
         self.threshold_ = {"t2": self.t2_limit_, "spe": self.spe_limit_, "either": 1.0}[
             self.statistic]
+        self._remember_scoring_params()
         return self
 
     def _raw(self, lagged_rows: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """T^2, SPE, standardised rows and residuals of already lag-augmented rows."""
-        z = (lagged_rows - self.mean_) / self.scale_
-        scores = z @ self.components_
-        t2 = np.sum(scores**2 / self.eigenvalues_[: self.n_components_], axis=1)
-        residual = z - scores @ self.components_.T
-        return t2, np.sum(residual**2, axis=1), z, residual
+        """T^2, SPE, standardised rows and residuals of already lag-augmented rows.
+
+        A finite sample so far from the training data that a statistic overflows float64 gets
+        an infinite statistic (an alarm), never NaN (which would read as "no alarm").
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (lagged_rows - self.mean_) / self.scale_
+            scores = z @ self.components_
+            t2 = np.sum(scores**2 / self.eigenvalues_[: self.n_components_], axis=1)
+            residual = z - scores @ self.components_.T
+            spe = np.sum(residual**2, axis=1)
+        t2 = np.where(np.isnan(t2), np.inf, t2)
+        spe = np.where(np.isnan(spe), np.inf, spe)
+        return t2, spe, z, residual
 
     def _prepare(self, X) -> tuple[np.ndarray, pd.Index]:
         lags = self._lags()
@@ -243,13 +253,13 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         out[lags:] = summed
         return pd.DataFrame(out, index=index, columns=self.feature_names_)
 
-    def _save_state(self) -> dict[str, Any]:
-        state = super()._save_state()
-        state.pop("feature_names_in_", None)
+    def _state_to_save(self) -> dict[str, Any]:
+        state = super()._state_to_save()
+        state.pop("feature_names_in_", None)  # object array; rebuilt from feature_names_
         return state
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        super()._load_state(state)
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        super()._restore_state(state)
         if self.named_features_:
             self.feature_names_in_ = np.asarray(self.feature_names_, dtype=object)
 
@@ -270,6 +280,8 @@ class DPCAMonitor(PCAMonitor):
     statistic, limit, alpha, validation_fraction :
         As in :class:`PCAMonitor`.
     """
+
+    _scoring_params = PCAMonitor._scoring_params + ("n_lags",)
 
     def __init__(self, n_lags: int = 2, n_components: int | float = 0.9,
                  statistic: str = "either", limit: str = "parametric", alpha: float = 0.01,
