@@ -4,6 +4,12 @@ Data home: the ``data_home`` argument, else the environment variable ``MOLA_TS_D
 user cache directory (``pooch.os_cache("mola_ts")``). A file is used only after its sha256 matches
 the registry. A file whose hash is not known is hashed on first use and the hash is recorded in
 ``<data_home>/.mola_ts_hashes.json``; later uses are checked against that record.
+
+Downloads go to a temporary ``.<name>.<random>.part`` file beside the target, are checked
+against the expected sha256 there, and only then renamed onto the target (an atomic rename): a
+killed or failed download never leaves a file under the target's name. A present file that is
+empty or fails its hash check (a truncated copy, a partial download by another tool) is fetched
+again when downloading is allowed, else reported with both hashes and what to do offline.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -95,44 +103,89 @@ def _expected_hash(home: Path, remote: RemoteFile) -> tuple[str | None, str]:
     return recorded, "hash recorded at first use"
 
 
-def _check(path: Path, expected: str | None, origin: str) -> str:
+def _problem(path: Path, expected: str | None, origin: str) -> tuple[str | None, str | None]:
+    """``(problem, actual sha256)`` of a present file: None when it may be used."""
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes): an interrupted or failed download", None
     actual = file_sha256(path)
     if expected is not None and actual != expected:
-        raise DataIntegrityError(
-            f"{path}: sha256 mismatch (expected {expected} from the {origin}, got {actual}). "
-            "The file is corrupted, truncated or a different version; it was not used. "
-            "Delete it and fetch it again (`mola-ts datasets fetch NAME`)."
-        )
-    return actual
+        return (f"has a sha256 mismatch (expected {expected} from the {origin}, got {actual}): "
+                "the file is truncated, corrupted or a different version"), actual
+    return None, actual
 
 
-def _download(remote: RemoteFile, target: Path, expected: str | None) -> None:
+def _http_get(url: str, destination: Path) -> None:
+    """Write the content at ``url`` to ``destination`` (the only network access here)."""
     import pooch
 
+    pooch.HTTPDownloader(progressbar=False)(url, str(destination), None)
+
+
+_STALE_PART_SECONDS = 3600.0
+
+
+def _partial_files(target: Path) -> list[Path]:
+    """Leftover temporary files of interrupted downloads of ``target``."""
+    if not target.parent.is_dir():
+        return []
+    return sorted(target.parent.glob(f".{target.name}.*.part"))
+
+
+def _remove_stale_partials(target: Path) -> None:
+    # only old ones: a recent one may belong to a download running in another process
+    now = time.time()
+    for part in _partial_files(target):
+        try:
+            if now - part.stat().st_mtime > _STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:
+            pass
+
+
+def _download(remote: RemoteFile, target: Path, expected: str | None, origin: str) -> str:
+    """Download ``remote`` to a temporary file, check it, rename it onto ``target``.
+
+    Returns the file's sha256. Nothing is written under ``target``'s name unless the whole
+    file arrived and matches ``expected`` (when known).
+    """
     if remote.url is None:
-        raise DataNotFoundError(f"{target} is missing and the registry has no URL for it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    known = f"sha256:{expected}" if expected else None
-    try:
-        pooch.retrieve(
-            url=remote.url, known_hash=known, fname=target.name, path=target.parent,
-            progressbar=False,
-        )
-    except ValueError as exc:  # pooch's hash mismatch: the partial file is removed by pooch
-        raise DataIntegrityError(
-            f"downloaded {remote.url} but its sha256 does not match {expected}: {exc}"
-        ) from exc
-    except Exception as exc:  # network errors of every kind
         raise DataNotFoundError(
-            f"{target} is missing and downloading it from {remote.url} failed "
-            f"({type(exc).__name__}: {exc}). Without internet, copy the file to {target} "
-            f"(or point {DATA_HOME_ENV} at a folder holding '{remote.path}')."
-        ) from exc
+            f"{target} is missing or unusable and the registry has no URL for it; copy a good "
+            f"file there (or point {DATA_HOME_ENV} at a folder holding '{remote.path}')"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        try:
+            _http_get(remote.url, tmp)
+        except Exception as exc:  # network errors of every kind, an interrupted transfer
+            raise DataNotFoundError(
+                f"{target} is missing or unusable and downloading it from {remote.url} failed "
+                f"({type(exc).__name__}: {exc}). Without internet, copy the file to {target} "
+                f"(or point {DATA_HOME_ENV} at a folder holding '{remote.path}')."
+            ) from exc
+        problem, actual = _problem(tmp, expected, origin)
+        if problem is not None:
+            raise DataIntegrityError(
+                f"downloaded {remote.url} for {target}, but the download {problem}; it was "
+                f"not used and {target} was left as it was. Try again later, or copy a good "
+                "file there."
+            )
+        os.replace(tmp, target)
+        return actual
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fetch_file(remote: RemoteFile, data_home: str | os.PathLike | None = None,
                download_if_missing: bool = True) -> Path:
     """Path of a verified local copy of ``remote``, downloading it when allowed.
+
+    A present file that is empty or whose sha256 differs from the expected one is downloaded
+    again when ``download_if_missing`` is True (with a warning naming both hashes).
 
     Raises
     ------
@@ -140,19 +193,38 @@ def fetch_file(remote: RemoteFile, data_home: str | os.PathLike | None = None,
         The file is absent and ``download_if_missing`` is False or the download failed; the
         message says where to put the file.
     DataIntegrityError
-        The file's sha256 differs from the registry (or from the hash recorded at first use).
+        The file is empty or its sha256 differs from the registry (or from the hash recorded
+        at first use), and it may not or could not be downloaded again; or a download did not
+        match. The message names the file, the expected and the actual hash and what to do.
     """
     home = get_data_home(data_home)
     target = home / remote.path
     expected, origin = _expected_hash(home, remote)
+    if target.is_dir():
+        raise DataIntegrityError(f"{target} is a directory, not the data file '{remote.path}'")
     if not target.exists():
         if not download_if_missing:
+            partial = _partial_files(target)
+            hint = (f" The partial download {partial[0].name} beside it is incomplete and is "
+                    "not used; delete it.") if partial else ""
             raise DataNotFoundError(
                 f"{target} does not exist and download_if_missing=False. Put the file there "
                 f"(or point {DATA_HOME_ENV} / data_home at a folder holding '{remote.path}')."
+                + hint
             )
-        _download(remote, target, expected)
-    actual = _check(target, expected, origin)
+        actual = _download(remote, target, expected, origin)
+    else:
+        problem, actual = _problem(target, expected, origin)
+        if problem is not None:
+            if not download_if_missing or remote.url is None:
+                raise DataIntegrityError(
+                    f"{target} {problem}; it was not used. Delete it and fetch it again "
+                    "(`mola-ts datasets fetch NAME`, or download_if_missing=True); without "
+                    f"internet copy a good file to {target}."
+                )
+            warnings.warn(f"{target} {problem}; downloading it again", UserWarning,
+                          stacklevel=2)
+            actual = _download(remote, target, expected, origin)
     if expected is None:
         _write_record(home, remote.path, actual)
         if remote.path not in _warned_unknown:

@@ -7,6 +7,7 @@ boundary and never modify their input.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["to_wide", "to_long"]
@@ -26,6 +27,11 @@ def to_wide(long: pd.DataFrame, *, id_col: str = "unique_id", time_col: str = "d
     missing = [c for c in (id_col, time_col, value_col) if c not in long.columns]
     if missing:
         raise ValueError(f"long is missing the columns {missing}; it has {list(long.columns)}")
+    for col in (id_col, time_col):
+        absent = np.flatnonzero(long[col].isna().to_numpy())
+        if len(absent):
+            raise ValueError(f"long has {len(absent)} missing values in {col!r}, first in row "
+                             f"{absent[0]} (label {long.index[absent[0]]!r})")
     dup = long.duplicated([id_col, time_col])
     if dup.any():
         raise ValueError(f"long has {int(dup.sum())} duplicated ({id_col}, {time_col}) pairs")
@@ -49,6 +55,13 @@ def to_long(wide: pd.DataFrame, *, id_col: str = "unique_id", time_col: str = "d
     """Melt a wide frame (index = time) into the long ``unique_id, ds, y`` layout."""
     if not isinstance(wide, pd.DataFrame):
         raise TypeError(f"wide must be a DataFrame, got {type(wide).__name__}")
+    if isinstance(wide.columns, pd.MultiIndex):
+        raise ValueError(f"wide has {wide.columns.nlevels} levels of column names; give one "
+                         "level (one column per series)")
+    clash = [c for c in wide.columns if c in (time_col, value_col)]
+    if clash:
+        raise ValueError(f"wide has columns named {clash}, which the long layout uses for "
+                         f"{time_col!r} / {value_col!r}; rename them")
     frame = wide.copy()
     frame.index = frame.index.rename(time_col)
     long = frame.reset_index().melt(id_vars=time_col, var_name=id_col, value_name=value_col)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from .fetch import fetch_file
+from .fetch import DataIntegrityError, fetch_file
 from .registry import DatasetInfo, get_dataset_info
 
 __all__ = [
@@ -38,19 +38,66 @@ def _describe(info: DatasetInfo) -> str:
 
 
 def _read_csv(path: os.PathLike, info: DatasetInfo) -> pd.DataFrame:
-    frame = pd.read_csv(path)
+    """Parse a dataset CSV; anything malformed raises DataIntegrityError naming the file.
+
+    A file whose sha256 is not published is only checked against its first use, so a copy that
+    was already damaged then is caught here: unparseable text, an unreadable or missing date,
+    non-numeric or missing values, duplicated or unsorted dates, a wrong row count.
+    """
+    advice = "the file is corrupted or truncated: delete it and fetch it again"
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataIntegrityError(
+            f"{path} cannot be parsed as CSV ({type(exc).__name__}: {first}); {advice}"
+        ) from None
     if info.date_column not in frame.columns:
-        raise ValueError(
-            f"{path}: expected a {info.date_column!r} column, found {list(frame.columns)[:5]}"
+        raise DataIntegrityError(
+            f"{path}: expected a {info.date_column!r} column, found {list(frame.columns)[:5]}; "
+            f"{advice}"
         )
-    index = pd.DatetimeIndex(pd.to_datetime(frame.pop(info.date_column)), name="date")
-    frame.index = index
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise ValueError(f"{path}: non-numeric columns {non_numeric}")
+    raw_dates = frame.pop(info.date_column)
+    dates = pd.to_datetime(raw_dates, errors="coerce")
+    bad = np.flatnonzero(dates.isna().to_numpy())
+    if len(bad):
+        raise DataIntegrityError(
+            f"{path}: {len(bad)} unreadable or missing dates in {info.date_column!r}, first in "
+            f"data row {bad[0] + 1} ({raw_dates.iloc[bad[0]]!r}); {advice}"
+        )
+    frame.index = pd.DatetimeIndex(dates, name="date")
+    for column in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[column]) and \
+                not pd.api.types.is_bool_dtype(frame[column]):
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        rows = np.flatnonzero(numbers.isna().to_numpy() & frame[column].notna().to_numpy())
+        where = f", first in data row {rows[0] + 1} ({frame[column].iloc[rows[0]]!r})" \
+            if len(rows) else ""
+        raise DataIntegrityError(f"{path}: non-numeric column {column!r}{where}; {advice}")
     frame = frame.astype("float64")
+    missing = frame.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing.any(axis=1))
+        cols = [str(c) for c in frame.columns[missing.any(axis=0)]][:5]
+        raise DataIntegrityError(
+            f"{path}: {int(missing.sum())} missing values (columns {cols}, first in data row "
+            f"{rows[0] + 1}, {frame.index[rows[0]]}); {advice}"
+        )
+    if frame.index.has_duplicates:
+        raise DataIntegrityError(
+            f"{path}: duplicated dates, e.g. {frame.index[frame.index.duplicated()][0]}; {advice}"
+        )
+    if not frame.index.is_monotonic_increasing:
+        i = int(np.flatnonzero(np.diff(frame.index.asi8) < 0)[0])
+        raise DataIntegrityError(
+            f"{path}: dates out of order at data row {i + 2} ({frame.index[i + 1]} after "
+            f"{frame.index[i]}); {advice}"
+        )
     if info.n_rows is not None and len(frame) != info.n_rows:
-        raise ValueError(f"{path}: expected {info.n_rows} rows, found {len(frame)}")
+        raise DataIntegrityError(
+            f"{path}: expected {info.n_rows} rows, found {len(frame)}; {advice}")
     return frame
 
 

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_scalar
 
 from .registry import get_dataset_info
+from .validation import check_series
 
 __all__ = [
     "SPLIT_RULES",
@@ -34,6 +36,24 @@ __all__ = [
 ]
 
 SPLIT_RULES = ("ett_hour", "ett_minute", "ratio")
+_INT = (int, np.integer)
+
+
+def _int(value, name: str, low: int) -> int:
+    """An integer >= ``low`` (TypeError for other types, bool included; ValueError below)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got bool")
+    return int(check_scalar(value, name, _INT, min_val=low))
+
+
+def _real_2d(values, name: str = "values") -> np.ndarray:
+    """``values`` as a 2-D array of real numbers (no copy when it already is one)."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (time, variables), got shape {values.shape}")
+    return values
 _ETT_HOUR = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)  # 8640 train, 2880 val, 2880 test rows
 
 
@@ -41,8 +61,8 @@ def ltsf_borders(n_rows: int, rule: str, lookback: int) -> dict[str, tuple[int, 
     """Row borders ``{"train": (a, b), "val": (a, b), "test": (a, b)}`` of the LTSF protocol."""
     if rule not in SPLIT_RULES:
         raise ValueError(f"rule must be one of {SPLIT_RULES}, got {rule!r}")
-    if lookback < 1:
-        raise ValueError(f"lookback must be >= 1, got {lookback}")
+    n_rows = _int(n_rows, "n_rows", 0)
+    lookback = _int(lookback, "lookback", 1)
     if rule in ("ett_hour", "ett_minute"):
         factor = 1 if rule == "ett_hour" else 4
         n_train, n_val, n_test = (part * factor for part in _ETT_HOUR)
@@ -109,10 +129,9 @@ def ltsf_split(data: pd.DataFrame | str, rule: str | None = None, lookback: int 
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a DataFrame or a dataset name, got {type(data).__name__}")
     rule = rule or "ratio"
-    lookback = 96 if lookback is None else int(lookback)
-    values = data.to_numpy(dtype=np.float64)
-    if np.isnan(values).any():
-        raise ValueError(f"data holds {int(np.isnan(values).sum())} NaN values")
+    lookback = 96 if lookback is None else _int(lookback, "lookback", 1)
+    # dtype, NaN/inf, duplicated or unsorted timestamps: named errors; values is a copy
+    values = check_series(data, name="data").values
     borders = ltsf_borders(len(data), rule, lookback)
     scaler = StandardScaler()
     train_a, train_b = borders["train"]
@@ -125,16 +144,22 @@ def ltsf_split(data: pd.DataFrame | str, rule: str | None = None, lookback: int 
 
 def n_windows(n_rows: int, lookback: int, horizon: int, stride: int = 1) -> int:
     """Number of windows with start i such that i + lookback + horizon <= n_rows."""
+    n_rows = _int(n_rows, "n_rows", 0)
+    lookback = _int(lookback, "lookback", 1)
+    horizon = _int(horizon, "horizon", 0)
+    stride = _int(stride, "stride", 1)
     span = n_rows - lookback - horizon
     return 0 if span < 0 else span // stride + 1
 
 
 def sliding_windows(values: np.ndarray, lookback: int, horizon: int, stride: int = 1
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Read-only views ``(x, y)`` of shapes (N, lookback, C) and (N, horizon, C)."""
-    values = np.asarray(values)
-    if values.ndim != 2:
-        raise ValueError(f"values must be 2-D (time, variables), got shape {values.shape}")
+    """Read-only views ``(x, y)`` of shapes (N, lookback, C) and (N, horizon, C).
+
+    ``values``: a 2-D array of real numbers (time, variables); ``lookback`` and ``stride`` are
+    integers >= 1, ``horizon`` >= 0.
+    """
+    values = _real_2d(values)
     count = n_windows(len(values), lookback, horizon, stride)
     if count == 0:
         raise ValueError(
@@ -150,17 +175,25 @@ class WindowDataset(torch.utils.data.Dataset):
     """Lazy sliding windows over a (time, variables) array: item i is (x_i, y_i) float32.
 
     The series is stored once; windows are slices, so memory does not grow with the number of
-    windows.
+    windows. ``values`` must be a 2-D array of finite real numbers (the training data of a
+    network: NaN or inf would only surface later as a NaN loss).
     """
 
     def __init__(self, values: np.ndarray, lookback: int, horizon: int, stride: int = 1):
-        values = np.asarray(values, dtype=np.float32)
-        if values.ndim != 2:
-            raise ValueError(f"values must be 2-D (time, variables), got shape {values.shape}")
+        values = _real_2d(values)
+        with np.errstate(over="ignore"):
+            values = np.asarray(values, dtype=np.float32)
+        finite = np.isfinite(values)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            raise ValueError(
+                f"values holds {int((~finite).sum())} NaN or infinite values (in float32), "
+                f"first in row {rows[0]}"
+            )
         self.series = torch.from_numpy(np.ascontiguousarray(values))
-        self.lookback = int(lookback)
-        self.horizon = int(horizon)
-        self.stride = int(stride)
+        self.lookback = _int(lookback, "lookback", 1)
+        self.horizon = _int(horizon, "horizon", 0)
+        self.stride = _int(stride, "stride", 1)
         self._count = n_windows(len(values), self.lookback, self.horizon, self.stride)
         if self._count == 0:
             raise ValueError(
@@ -179,6 +212,8 @@ class WindowDataset(torch.utils.data.Dataset):
         return block[:, : self.lookback], block[:, self.lookback :]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(i, bool) or not isinstance(i, _INT):
+            raise TypeError(f"window index must be an integer, got {type(i).__name__}")
         if i < 0:
             i += self._count
         if not 0 <= i < self._count:
