@@ -19,6 +19,7 @@ only rank 0 writes checkpoints and shows progress. See ``docs/scale_out.md``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -39,6 +40,7 @@ from torch.utils.data import DistributedSampler
 __all__ = [
     "NonFiniteLossError",
     "seed_everything",
+    "preserve_global_rng",
     "resolve_device",
     "EarlyStopping",
     "Stopper",
@@ -76,6 +78,26 @@ def seed_everything(random_state: int | None) -> torch.Generator:
     np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds legacy global users too
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserve_global_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random states on exit.
+
+    A seeded fit reseeds the global generators (:func:`seed_everything`); wrapped in this, it
+    leaves the caller's random streams as they were, so fitting a model does not change what
+    the user's own code draws next.
+    """
+    py_state = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global state is what we keep
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and \
+        torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)  # noqa: NPY002
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..data import WindowDataset
 from ..persistence import SaveLoadMixin
-from ..training import resolve_device, seed_everything, train
+from ..training import preserve_global_rng, resolve_device, seed_everything, train
 from ..uncertainty import GaussianMixture, LastLayerLaplace
 from .backbones import InstanceNorm, make_backbone
 from .base import BaseForecaster
@@ -235,6 +235,11 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
 
     # -- training ----------------------------------------------------------------------------
     def _fit(self, values: np.ndarray, val_values: np.ndarray | None) -> None:
+        # the fit reseeds the global generators per member; the caller's streams are restored
+        with preserve_global_rng():
+            self._fit_seeded(values, val_values)
+
+    def _fit_seeded(self, values: np.ndarray, val_values: np.ndarray | None) -> None:
         self._check_training_params()
         train_values, val_values = self._split_validation(values, val_values)
         if self._uncertainty() is not None and val_values is None and \
