@@ -95,6 +95,17 @@ def _write_record(home: Path, rel_path: str, digest: str) -> None:
         pass
 
 
+def _forget_recorded_hash(remote: RemoteFile, data_home: str | os.PathLike | None = None) -> None:
+    """Drop the hash recorded at first use of ``remote`` (a copy found unusable after all)."""
+    home = get_data_home(data_home)
+    records = _read_records(home)
+    if records.pop(remote.path, None) is not None:
+        try:
+            _record_path(home).write_text(json.dumps(records, indent=2, sort_keys=True))
+        except OSError:
+            pass
+
+
 def _expected_hash(home: Path, remote: RemoteFile) -> tuple[str | None, str]:
     """The hash to check against and where it comes from ("registry" or "first download")."""
     if remote.sha256 is not None:

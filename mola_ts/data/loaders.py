@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from .fetch import DataIntegrityError, fetch_file
+from .fetch import DataIntegrityError, _forget_recorded_hash, fetch_file
 from .registry import DatasetInfo, get_dataset_info
 
 __all__ = [
@@ -58,6 +58,8 @@ def _read_csv(path: os.PathLike, info: DatasetInfo) -> pd.DataFrame:
             f"{path}: expected a {info.date_column!r} column, found {list(frame.columns)[:5]}; "
             f"{advice}"
         )
+    if frame.empty:
+        raise DataIntegrityError(f"{path} holds a header but no data rows; {advice}")
     raw_dates = frame.pop(info.date_column)
     dates = pd.to_datetime(raw_dates, errors="coerce")
     bad = np.flatnonzero(dates.isna().to_numpy())
@@ -116,8 +118,15 @@ def load_dataset(name: str, *, data_home: str | os.PathLike | None = None,
     info = get_dataset_info(name)
     if info.split == "tep":
         raise ValueError("TEP is not a single table: use mola_ts.data.load_tep(fault, split)")
-    path = fetch_file(info.files[0], data_home=data_home, download_if_missing=download_if_missing)
-    frame = _read_csv(path, info)
+    remote = info.files[0]
+    path = fetch_file(remote, data_home=data_home, download_if_missing=download_if_missing)
+    try:
+        frame = _read_csv(path, info)
+    except DataIntegrityError:
+        if remote.sha256 is None:
+            # the hash recorded at first use would certify a broken copy: forget it
+            _forget_recorded_hash(remote, data_home)
+        raise
     if as_frame:
         frame.attrs["dataset"] = info.name
         return frame
