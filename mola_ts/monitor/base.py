@@ -135,7 +135,8 @@ class MonitorMixin:
     def predict(self, X) -> np.ndarray:
         """Alarms: 1 where the score exceeds ``threshold_``, else 0 (also for unscored samples)."""
         scores = self.decision_function(X)
-        return np.where(np.isfinite(scores) & (scores > 0), 1, 0)
+        # an infinite score (a statistic that overflowed) alarms; NaN (unscored) does not
+        return np.where(~np.isnan(scores) & (scores > 0), 1, 0)
 
     def detection_scores(self, X, onset: int = FAULT_ONSET, run: int = 3) -> dict[str, float]:
         """FDR, FAR before ``onset`` and detection delay of one test run (spec §5).

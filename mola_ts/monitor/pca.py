@@ -222,7 +222,7 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             score = spe
         else:
             score = np.maximum(t2 / self.t2_limit_, spe / self.spe_limit_)
-        alarm = np.where(np.isfinite(score) & (score > self.threshold_), 1, 0)
+        alarm = np.where(~np.isnan(score) & (score > self.threshold_), 1, 0)
         return pd.DataFrame({"T2": t2, "T2_limit": self.t2_limit_, "SPE": spe,
                              "SPE_limit": self.spe_limit_, "score": score, "alarm": alarm},
                             index=index)
