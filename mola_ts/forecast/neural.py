@@ -193,6 +193,15 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
 
     def _fit_scaler(self, values: np.ndarray) -> None:
         if not self.scale:
+            # the squared errors of the loss must fit float32 as well as the values
+            limit = float(np.sqrt(np.finfo(np.float32).max)) / 10.0
+            largest = float(np.abs(values).max())
+            if largest > limit:
+                raise ValueError(
+                    f"y reaches |value| {largest:.3g}; with scale=False the squared errors of "
+                    f"the training loss overflow float32 beyond {limit:.3g}: fit with "
+                    "scale=True or rescale y"
+                )
             self.scaler_ = None
             return
         with np.errstate(over="ignore", invalid="ignore"):
