@@ -37,14 +37,25 @@ def _describe(info: DatasetInfo) -> str:
     )
 
 
-def _read_csv(path: os.PathLike, info: DatasetInfo) -> pd.DataFrame:
+def _read_csv(path: os.PathLike, info: DatasetInfo, *, verified: bool = True) -> pd.DataFrame:
     """Parse a dataset CSV; anything malformed raises DataIntegrityError naming the file.
 
     A file whose sha256 is not published is only checked against its first use, so a copy that
     was already damaged then is caught here: unparseable text, an unreadable or missing date,
-    non-numeric or missing values, duplicated or unsorted dates, a wrong row count.
+    non-numeric or missing values, duplicated or unsorted dates, a wrong row count, and (when
+    ``verified`` is False: no published hash vouches for the file) a last line without its
+    line break, the mark of a file cut off mid-row, maybe mid-number.
     """
     advice = "the file is corrupted or truncated: delete it and fetch it again"
+    if not verified:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 1))
+            last = handle.read(1)
+        if size and last not in (b"\n", b"\r"):
+            raise DataIntegrityError(
+                f"{path} does not end with a line break: its last row was cut off; {advice}")
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
@@ -121,7 +132,7 @@ def load_dataset(name: str, *, data_home: str | os.PathLike | None = None,
     remote = info.files[0]
     path = fetch_file(remote, data_home=data_home, download_if_missing=download_if_missing)
     try:
-        frame = _read_csv(path, info)
+        frame = _read_csv(path, info, verified=remote.sha256 is not None)
     except DataIntegrityError:
         if remote.sha256 is None:
             # the hash recorded at first use would certify a broken copy: forget it
