@@ -125,3 +125,23 @@ def test_benchmarks_page_lists_every_benchmark_command():
         assert f"mola-ts demo {name} " in page, name
     assert "mola-ts bench uncertainty" in page
     assert page.count("TO BE FILLED") >= len(BENCHMARKS) + len(DEMOS)
+
+
+def test_every_reliability_row_names_a_test_that_exists():
+    """docs/reliability.md: each table row's test column names a test file that exists and, for
+    every ``test_...`` it names, a function of that name in one of the files of the row."""
+    rows = [line for line in (DOCS / "reliability.md").read_text().splitlines()
+            if line.startswith("|") and not line.startswith(("| ---", "| Bad input"))]
+    assert len(rows) >= 40
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        files = re.findall(r"tests/(test_\w+\.py)", cells[-1])
+        assert files, f"no test file named in: {row}"
+        sources = []
+        for name in files:
+            path = ROOT / "tests" / name
+            assert path.is_file(), f"{name} (named in docs/reliability.md) does not exist"
+            sources.append(path.read_text())
+        for test in re.findall(r"::(test_\w+)", cells[-1]):
+            assert any(re.search(rf"^def {test}\(", s, re.M) for s in sources), \
+                f"{test} (named in docs/reliability.md) is not defined in {files}"
