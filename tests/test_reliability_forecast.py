@@ -285,11 +285,12 @@ def test_array_fitted_model_matches_a_frame_context_by_position():
     np.testing.assert_array_equal(frame_out.to_numpy(), by_position.to_numpy())
 
 
+@pytest.mark.parametrize("layout", ["hourly", "daily", "range", "array", "series", "long",
+                                    "int_frame", "int_array"])
 @pytest.mark.parametrize("kind", KINDS)
-@FITS
+@settings(FITS, max_examples=3)
 @given(extra=st.integers(0, 12), n_cols=st.integers(1, 3),
        constant=st.lists(st.booleans(), min_size=3, max_size=3),
-       layout=st.sampled_from(["hourly", "daily", "range", "array", "series", "long"]),
        scale=st.sampled_from([1e-6, 1.0, 1e4]))
 def test_valid_series_of_any_shape_fit_and_forecast_finitely(kind, extra, n_cols, constant,
                                                              layout, scale):
@@ -304,8 +305,10 @@ def test_valid_series_of_any_shape_fit_and_forecast_finitely(kind, extra, n_cols
     for j in range(n_cols):
         if constant[j]:
             frame.iloc[:, j] = 3.0 * scale
+    ints = (frame * 10).round().astype(np.int64)  # documented: integers are read as floats
     y = {"hourly": frame, "daily": frame, "range": frame.reset_index(drop=True),
-         "array": frame.to_numpy(), "series": frame.iloc[:, 0], "long": to_long(frame)}[layout]
+         "array": frame.to_numpy(), "series": frame.iloc[:, 0], "long": to_long(frame),
+         "int_frame": ints, "int_array": ints.to_numpy()}[layout]
     before = _snapshot(y)
     out = model.fit(y).predict()
     _assert_unchanged(y, before)
@@ -313,7 +316,7 @@ def test_valid_series_of_any_shape_fit_and_forecast_finitely(kind, extra, n_cols
         out = out.pivot(index="ds", columns="unique_id", values="y")
     assert out.shape == (HORIZON, n_cols)
     assert np.isfinite(out.to_numpy(dtype=np.float64)).all()
-    if layout in ("hourly", "daily", "series", "long"):
+    if layout in ("hourly", "daily", "series", "long", "int_frame"):
         step = frame.index[1] - frame.index[0]
         assert out.index[0] == frame.index[-1] + step
     else:
