@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mola_ts.bench.forecast import results_markdown, run_benchmark
 from mola_ts.cli import build_parser
@@ -68,3 +69,15 @@ def test_under_torchrun_only_rank_zero_reports_and_writes(tmp_path, monkeypatch,
     run_benchmark(["ETTh1"], [96], ["naive"], out=tmp_path / "rank0")
     assert {p.name for p in (tmp_path / "rank0").iterdir()} == {"results.csv", "results.md"}
     assert "naive" in capsys.readouterr().out
+
+
+def test_worker_processes_give_the_rows_of_a_serial_run(tmp_path):
+    """--jobs 2 fits the models in spawned workers: same rows (seeded models), same order."""
+    kwargs = {"quick": True, "log": lambda *a, **k: None}
+    serial = run_benchmark(["ILI"], [24], ["mola", "dlinear"], out=tmp_path / "a", **kwargs)
+    parallel = run_benchmark(["ILI"], [24], ["mola", "dlinear"], out=tmp_path / "b", jobs=2,
+                             **kwargs)
+    keys = ["dataset", "horizon", "model", "mse", "mae", "trainable_params", "total_params"]
+    pd.testing.assert_frame_equal(serial[keys], parallel[keys])
+    with pytest.raises(ValueError, match="jobs must be an int >= 1"):
+        run_benchmark(["ILI"], [24], ["naive"], out=tmp_path / "c", jobs=0)

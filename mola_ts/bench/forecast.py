@@ -110,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MoLA foundation early-stopping patience (default: 2)")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for the models and horizons of a dataset, one "
+                             "torch thread each (default: 1, in this process)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-home", default=None)
 
@@ -133,6 +136,76 @@ def _params(model) -> tuple[int, int]:
             int(getattr(model, "n_parameters_", 0)))
 
 
+def _worker_init() -> None:
+    """A benchmark worker process: one torch thread, no progress bars."""
+    import torch
+
+    os.environ["MOLA_TS_NO_PROGRESS"] = "1"
+    torch.set_num_threads(1)
+
+
+def _score_row(task: dict, model_name: str, horizon: int, model, seconds: float,
+               cpu: float) -> tuple[dict, str]:
+    """The results row of a fitted model (test MSE / MAE over every window) and its log line."""
+    m_se, m_ae = _evaluate(model, task["frame"], task["target_start"], task["target_end"],
+                           horizon)
+    trainable, total = _params(model)
+    row = {"dataset": task["dataset"], "horizon": horizon, "model": model_name,
+           "mse": m_se, "mae": m_ae, "train_seconds": seconds,
+           "trainable_params": trainable, "total_params": total,
+           "train_cpu_seconds": cpu, "val_mse": _val_mse(model)}
+    line = (f"  {task['dataset']:<6} H={horizon:<4} {model_name:<16} mse {m_se:.4f} mae "
+            f"{m_ae:.4f}  train {seconds:7.1f}s wall {cpu:7.1f}s cpu  "
+            f"params {trainable}/{total}")
+    return row, line
+
+
+def _fit_and_score(task: dict) -> tuple[dict, str]:
+    """Build, fit and score one (model, horizon) of a dataset (run in a worker with --jobs)."""
+    from mola_ts.forecast import (
+        ClassicalForecaster,
+        DirectForecaster,
+        DLinearForecaster,
+        MoLAForecaster,
+        SeasonalNaiveForecaster,
+    )
+    from mola_ts.forecast.baselines import infer_season_length
+
+    model_name, h, plan = task["model_name"], task["horizon"], task["plan"]
+    lookback, common, epochs = task["lookback"], task["common"], task["epochs"]
+    if model_name.startswith("mola"):
+        variant = {"mola": {}, "mola-lora": {"adapter": "lora"},
+                   "mola-ldmole": {"router": "ldmole"}}[model_name]
+        model = MoLAForecaster(lookback, h, segment_length=task["segment_length"],
+                               foundation=task["foundation"], epochs=epochs, patience=3,
+                               lr=plan.adapt_lr, **variant, **common)
+    elif model_name == "direct":
+        sizes = task["tiny"] if task["quick"] else plan.direct_for(h)
+        model = DirectForecaster(lookback, h, backbone_params=sizes, epochs=epochs,
+                                 patience=3, lr=plan.direct_lr, **common)
+    elif model_name == "dlinear":
+        model = DLinearForecaster(lookback, h, epochs=epochs, patience=3,
+                                  lr=plan.dlinear_lr, **common)
+    elif model_name == "naive":
+        model = SeasonalNaiveForecaster(h)
+    else:
+        # ETS reads three seasons of history (ILI: 156 weeks; the protocol's 36 rows cannot
+        # hold one season), seasonal, no trend
+        season = infer_season_length(task["frame"].index)
+        model = ClassicalForecaster(h, lookback=max(lookback, 3 * season), trend=False)
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    if model_name in ("naive", "classical"):
+        model.fit(task["train"])
+    else:
+        model.fit(task["train"], y_val=task["val"])
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    if model_name.startswith("mola"):
+        seconds = model.adapt_seconds_  # the foundation has its own row
+    return _score_row(task, model_name, h, model, seconds, cpu)
+
+
 def _print(*args, flush: bool = False) -> None:
     from ..training import is_main_process
 
@@ -152,18 +225,23 @@ def _val_mse(model) -> float:
 def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | os.PathLike,
                   quick: bool = False, seed: int = 2023, segment_length: int | None = None,
                   device: str = "cpu", data_home=None, foundation_lr: float | None = None,
-                  foundation_epochs: int = 5, foundation_patience: int = 2,
+                  foundation_epochs: int = 5, foundation_patience: int = 2, jobs: int = 1,
                   log=_print) -> pd.DataFrame:
-    """Run the benchmark, write ``results.csv`` and ``results.md`` under ``out``; return rows."""
+    """Run the benchmark, write ``results.csv`` and ``results.md`` under ``out``; return rows.
+
+    ``jobs > 1`` fits the (model, horizon) pairs of a dataset in that many spawned worker
+    processes (one torch thread each) once its MoLA foundation is trained; the rows are the
+    same as a serial run's (every model is seeded), only the wall time changes.
+    """
+    from ..training import is_distributed
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if jobs > 1 and is_distributed():
+        raise ValueError("jobs > 1 cannot be combined with torchrun (every rank would spawn "
+                         "its own workers); use one or the other")
     from mola_ts.data import get_dataset_info, ltsf_split
-    from mola_ts.forecast import (
-        ClassicalForecaster,
-        DirectForecaster,
-        DLinearForecaster,
-        MoLAForecaster,
-        SeasonalNaiveForecaster,
-    )
-    from mola_ts.forecast.baselines import infer_season_length
+    from mola_ts.forecast import DirectForecaster
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,18 +271,13 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
         log(f"== {info.name}: {len(frame)} rows used, lookback {lookback}, horizons {hs}, "
             f"segment {seg}", flush=True)
 
-        def record(model_name, horizon, model, seconds, cpu, frame=frame,
-                   target_start=target_start, target_end=target_end, info=info):
-            m_se, m_ae = _evaluate(model, frame, target_start, target_end, horizon)
-            trainable, total = _params(model)
-            rows.append({"dataset": info.name, "horizon": horizon, "model": model_name,
-                         "mse": m_se, "mae": m_ae, "train_seconds": seconds,
-                         "trainable_params": trainable, "total_params": total,
-                         "train_cpu_seconds": cpu, "val_mse": _val_mse(model)})
-            log(f"  {info.name:<6} H={horizon:<4} {model_name:<16} mse {m_se:.4f} mae "
-                f"{m_ae:.4f}  train {seconds:7.1f}s wall {cpu:7.1f}s cpu  "
-                f"params {trainable}/{total}", flush=True)
+        def record(row: dict, line: str) -> None:
+            rows.append(row)
+            log(line, flush=True)
 
+        base = {"dataset": info.name, "lookback": lookback, "segment_length": seg,
+                "frame": frame, "target_start": target_start, "target_end": target_end,
+                "common": common}
         foundation = None
         if any(m.startswith("mola") for m in models):
             foundation = DirectForecaster(
@@ -214,44 +287,31 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
             t0 = time.perf_counter()
             c0 = time.process_time()
             foundation.fit(split.train, y_val=split.val)
-            record("mola-foundation", seg, foundation, time.perf_counter() - t0,
-                   time.process_time() - c0)
+            record(*_score_row(base, "mola-foundation", seg, foundation,
+                               time.perf_counter() - t0, time.process_time() - c0))
+        tasks = []
         for h in hs:
             for model_name in models:
                 if model_name == "classical" and len(frame) >= SHORT_SERIES:
                     continue
-                if model_name.startswith("mola"):
-                    variant = {"mola": {}, "mola-lora": {"adapter": "lora"},
-                               "mola-ldmole": {"router": "ldmole"}}[model_name]
-                    model = MoLAForecaster(lookback, h, segment_length=seg,
-                                           foundation=foundation, epochs=epochs, patience=3,
-                                           lr=plan.adapt_lr, **variant, **common)
-                elif model_name == "direct":
-                    sizes = tiny if quick else plan.direct_for(h)
-                    model = DirectForecaster(lookback, h, backbone_params=sizes, epochs=epochs,
-                                             patience=3, lr=plan.direct_lr, **common)
-                elif model_name == "dlinear":
-                    model = DLinearForecaster(lookback, h, epochs=epochs, patience=3,
-                                              lr=plan.dlinear_lr, **common)
-                elif model_name == "naive":
-                    model = SeasonalNaiveForecaster(h)
-                else:
-                    # ETS reads three seasons of history (ILI: 156 weeks; the protocol's 36
-                    # rows cannot hold one season), seasonal, no trend
-                    season = infer_season_length(frame.index)
-                    model = ClassicalForecaster(h, lookback=max(lookback, 3 * season),
-                                                trend=False)
-                t0 = time.perf_counter()
-                c0 = time.process_time()
-                if model_name in ("naive", "classical"):
-                    model.fit(split.train)
-                else:
-                    model.fit(split.train, y_val=split.val)
-                seconds = time.perf_counter() - t0
-                cpu = time.process_time() - c0
-                if model_name.startswith("mola"):
-                    seconds = model.adapt_seconds_  # the foundation has its own row
-                record(model_name, h, model, seconds, cpu)
+                tasks.append({**base, "model_name": model_name, "horizon": h,
+                              "foundation": foundation if model_name.startswith("mola")
+                              else None,
+                              "epochs": epochs, "plan": plan, "quick": quick, "tiny": tiny,
+                              "train": split.train, "val": split.val})
+        if jobs > 1 and len(tasks) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawned workers, one torch thread each; results kept in task order
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init) as pool:
+                futures = [pool.submit(_fit_and_score, task) for task in tasks]
+                for future in futures:
+                    record(*future.result())
+        else:
+            for task in tasks:
+                record(*_fit_and_score(task))
         durations[info.name] = time.perf_counter() - t_start
         log(f"== {info.name} done in {durations[info.name]:.1f}s wall", flush=True)
     results = pd.DataFrame(rows)
@@ -337,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
                   seed=args.seed, segment_length=args.segment_length, device=args.device,
                   data_home=args.data_home, foundation_lr=args.foundation_lr,
                   foundation_epochs=args.foundation_epochs,
-                  foundation_patience=args.foundation_patience)
+                  foundation_patience=args.foundation_patience, jobs=args.jobs)
     from ..training import is_main_process
 
     if is_main_process():
