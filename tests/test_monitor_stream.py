@@ -189,10 +189,12 @@ def test_a_sample_with_every_variable_missing_is_unmonitorable(monitor, on_stale
 def test_a_variable_missing_before_any_valid_value_raises(monitor):
     broken = TEST.copy()
     broken.iloc[:3, 5] = np.nan
+    before = broken.copy()
     stream = monitor.stream()
     with pytest.raises(ValueError, match=r"\['v5'\] before any valid value") as info:
         stream.update(broken.iloc[:10])
     assert str(broken.index[0]) in str(info.value)
+    pd.testing.assert_frame_equal(broken, before)
     assert stream.n_seen == 0
     with pytest.raises(ValueError, match="before any valid value"):
         stream.update(np.full(6, np.nan))
@@ -202,10 +204,16 @@ def test_missing_raise_refuses_any_nan_or_inf_naming_variable_and_sample(monitor
     for value in (np.nan, np.inf):
         broken = TEST.copy()
         broken.iloc[12, [1, 3]] = value
+        before = broken.to_numpy().copy()
         stream = monitor.stream(missing="raise")
         with pytest.raises(ValueError, match=r"\['v1', 'v3'\].*missing='raise'") as info:
             stream.update(broken)
         assert str(broken.index[12]) in str(info.value)
+        np.testing.assert_array_equal(broken.to_numpy(), before)
+        array = broken.to_numpy()
+        with pytest.raises(ValueError, match="sample 12 of the stream"):
+            stream.update(array)  # arrays: the position in the stream
+        np.testing.assert_array_equal(array, before)
         assert stream.n_seen == 0
 
 
