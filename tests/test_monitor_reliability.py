@@ -231,6 +231,28 @@ def test_non_array_inputs_raise_clear_errors(fitted, kind, bad, error, match):
         _raised_by_mola_ts(info)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@PROPERTY
+@given(i=st.integers(1, 79), j=st.integers(1, 79))
+def test_duplicated_or_unsorted_timestamps_raise(fitted, kind, i, j):
+    X = TEST.copy()
+    index = X.index.to_numpy().copy()
+    if i == j:
+        index[i] = index[i - 1]
+        match = "duplicated timestamps"
+    else:
+        index[[i, j]] = index[[j, i]]
+        match = "not sorted"
+    X.index = pd.DatetimeIndex(index)
+    before = X.copy()
+    with pytest.raises(ValueError, match=match) as info:
+        fitted[kind].statistics(X)
+    _raised_by_mola_ts(info)
+    with pytest.raises(ValueError, match=match):
+        _new(kind).fit([_process(120, seed=12), X])
+    pd.testing.assert_frame_equal(X, before)
+
+
 # --------------------------------------------------------------------------- columns
 @pytest.mark.parametrize("kind", KINDS)
 @PROPERTY
