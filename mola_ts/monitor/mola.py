@@ -155,6 +155,10 @@ default="auto"
         (``olae`` weights, ``t2_mean``, ``t2_precision``, CUSUM ``edges`` and ``cusum_k``).
     network_params_ : dict
         The parameters that shaped the trained networks (checked by :meth:`recalibrate`).
+    scoring_params_ : dict
+        The parameters scoring depends on, as at fit (or the last :meth:`recalibrate`):
+        after :meth:`set_params` changes one of them, scoring raises a ValueError until
+        :meth:`recalibrate` (calibration settings) or :meth:`fit` (network settings).
     validation_statistics_ : dict
         The held-out stream's values behind the limits: ``[block][level]`` arrays and
         ``["PFI"]`` (for calibration on top, e.g. a probability of fault).

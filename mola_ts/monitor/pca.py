@@ -71,6 +71,9 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     n_components_ : int
     t2_limit_, spe_limit_ : float
     threshold_ : float
+    scoring_params_ : dict
+        The parameters as at fit: after :meth:`set_params` changes one of them, scoring raises
+        a ValueError until the next :meth:`fit`.
 
     Examples
     --------
