@@ -439,6 +439,7 @@ default="auto"
                    "index": np.concatenate([p[:, bi] for p in index_parts])}
             for bi, name in enumerate(names)}
         self.validation_statistics_["PFI"] = pfi
+        self._fault_calibrations = {}  # fitted on these statistics by predict_fault_probability
 
     def _limit(self, values: np.ndarray) -> float:
         limit = control_limit(values, self.alpha, self.limit_method)
@@ -538,6 +539,60 @@ default="auto"
     def score_samples(self, X) -> np.ndarray:
         """The global fault index PFI of every sample (higher = more abnormal; NaN unscored)."""
         return self.statistics(X)["PFI"].to_numpy()
+
+    def predict_fault_probability(self, X, *, coverage: float = 0.9,
+                                  prior_fault: float | None = None,
+                                  tail_fraction: float = 0.1) -> pd.DataFrame:
+        """Calibrated probability of fault per sample, with its credible band (uncertainty §4).
+
+        A :class:`~mola_ts.uncertainty.FaultProbability` is fitted on the global index PFI of
+        the held-out normal stream that set the limits (``validation_statistics_["PFI"]``):
+        a generalised Pareto tail above its ``1 - tail_fraction`` quantile with a Laplace band,
+        the in-control p-value of each new PFI, and Bayes' rule with the prior
+        ``prior_fault`` (default: the monitor's ``alpha``).
+
+        Returns a DataFrame indexed like :meth:`statistics` with ``PFI``, ``p_value`` (the
+        in-control tail probability), ``fault_probability`` and its band
+        ``fault_probability_lower`` / ``fault_probability_upper`` at ``coverage``. Unscored
+        rows (the first ``window - 1``) are NaN; an overflowing (infinite) PFI gets probability
+        1 with a band of [1, 1]. The calibration is fitted once per setting (deterministic, so
+        it is refitted rather than saved after :meth:`load`).
+        """
+        from mola_ts.uncertainty import FaultProbability
+
+        check_is_fitted(self)
+        prior = self.alpha if prior_fault is None else prior_fault
+        key = (float(coverage), float(prior), float(tail_fraction))
+        cache = getattr(self, "_fault_calibrations", None)
+        if cache is None:
+            cache = self._fault_calibrations = {}
+        if key not in cache:
+            held_out = np.asarray(self.validation_statistics_["PFI"], dtype=np.float64)
+            cache[key] = FaultProbability(prior_fault=prior, coverage=coverage,
+                                          tail_fraction=tail_fraction).fit(
+                held_out[np.isfinite(held_out)])
+        calibration = cache[key]
+        stats = self.statistics(X)
+        pfi = stats["PFI"].to_numpy(dtype=np.float64)
+        out = pd.DataFrame(index=stats.index)
+        out["PFI"] = pfi
+        columns = ("p_value", "fault_probability", "fault_probability_lower",
+                   "fault_probability_upper")
+        values = {c: np.full(len(pfi), np.nan) for c in columns}
+        finite = np.isfinite(pfi)
+        if finite.any():
+            values["p_value"][finite] = calibration.tail_probability(pfi[finite])
+            point, lower, upper = calibration.fault_probability(pfi[finite])
+            values["fault_probability"][finite] = point
+            values["fault_probability_lower"][finite] = lower
+            values["fault_probability_upper"][finite] = upper
+        overflow = np.isposinf(pfi)
+        values["p_value"][overflow] = 0.0
+        for c in columns[1:]:
+            values[c][overflow] = 1.0
+        for c in columns:
+            out[c] = values[c]
+        return out
 
     def contributions(self, X, statistic: str = "SPE", n_steps: int = 32) -> pd.DataFrame:
         """Per-variable contributions, one row per sample (NaN for the first ``window - 1``).

@@ -1,0 +1,103 @@
+"""MOLAMonitor.predict_fault_probability: the calibrated probability of fault (uncertainty §4)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mola_ts.monitor import MOLAMonitor
+from mola_ts.uncertainty import FaultProbability
+
+BLOCKS = {"b1": ["a", "b", "c"], "b2": ["d", "e", "f"]}
+PARAMS = dict(blocks=BLOCKS, window=5, hidden_size=8, code_size=2, epochs=3, patience=2,
+              random_state=0)
+
+
+def _process(n, seed):
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(n, 6))
+    x = np.zeros((n, 6))
+    for t in range(1, n):
+        x[t] = 0.7 * x[t - 1] + e[t]
+    x[:, 1] += x[:, 0]
+    x[:, 4] += x[:, 3]
+    return pd.DataFrame(x, columns=list("abcdef"),
+                        index=pd.date_range("2024-01-01", periods=n, freq="3min"))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return MOLAMonitor(**PARAMS).fit(_process(700, 0))
+
+
+def _faulty():
+    test = _process(300, 1)
+    test.iloc[150:, 2] += 4.0
+    test.iloc[150:, 5] -= 4.0
+    return test
+
+
+def test_columns_index_and_unscored_rows(fitted):
+    test = _faulty()
+    out = fitted.predict_fault_probability(test)
+    stats = fitted.statistics(test)
+    assert list(out.columns) == ["PFI", "p_value", "fault_probability",
+                                 "fault_probability_lower", "fault_probability_upper"]
+    pd.testing.assert_index_equal(out.index, stats.index)
+    np.testing.assert_array_equal(out["PFI"].to_numpy(), stats["PFI"].to_numpy())
+    assert out.iloc[:fitted.window - 1].isna().all().all()
+    scored = out.iloc[fitted.window - 1:]
+    assert scored.notna().all().all()
+    assert ((scored.fault_probability_lower <= scored.fault_probability + 1e-12)
+            & (scored.fault_probability <= scored.fault_probability_upper + 1e-12)).all()
+    assert ((scored.fault_probability >= 0) & (scored.fault_probability <= 1)).all()
+
+
+def test_it_is_the_tail_model_of_the_held_out_normal_index(fitted):
+    test = _faulty()
+    out = fitted.predict_fault_probability(test, coverage=0.8, prior_fault=0.05)
+    held = fitted.validation_statistics_["PFI"]
+    reference = FaultProbability(prior_fault=0.05, coverage=0.8).fit(held[np.isfinite(held)])
+    scored = out.iloc[fitted.window - 1:]
+    point, lower, upper = reference.fault_probability(scored.PFI.to_numpy())
+    np.testing.assert_allclose(scored.fault_probability, point)
+    np.testing.assert_allclose(scored.fault_probability_lower, lower)
+    np.testing.assert_allclose(scored.fault_probability_upper, upper)
+    np.testing.assert_allclose(scored.p_value, reference.tail_probability(scored.PFI.to_numpy()))
+
+
+def test_faulty_samples_get_high_and_normal_samples_low_probability(fitted):
+    out = fitted.predict_fault_probability(_faulty())
+    before = out.fault_probability.iloc[fitted.window - 1:150]
+    after = out.fault_probability.iloc[170:]
+    assert before.mean() < 0.2
+    assert after.mean() > 0.8
+    # monotone in the index: a higher PFI never gets a lower probability
+    scored = out.iloc[fitted.window - 1:].sort_values("PFI")
+    assert (np.diff(scored.fault_probability.to_numpy()) >= -1e-12).all()
+    # the default prior is the monitor's alpha, and a larger prior raises every probability
+    larger = fitted.predict_fault_probability(_faulty(), prior_fault=0.2)
+    assert (larger.fault_probability.iloc[fitted.window - 1:]
+            >= out.fault_probability.iloc[fitted.window - 1:] - 1e-12).all()
+
+
+def test_save_load_and_recalibrate(fitted, tmp_path):
+    test = _faulty()
+    out = fitted.predict_fault_probability(test)
+    loaded = MOLAMonitor.load(fitted.save(tmp_path / "m.pt"))
+    pd.testing.assert_frame_equal(loaded.predict_fault_probability(test), out)
+    # recalibrating with another alpha refits the limits and the calibration on top
+    other = MOLAMonitor.load(tmp_path / "m.pt").set_params(alpha=0.05)
+    other.recalibrate(_process(700, 0))
+    changed = other.predict_fault_probability(test)
+    assert not np.allclose(changed.fault_probability.iloc[fitted.window - 1:],
+                           out.fault_probability.iloc[fitted.window - 1:])
+
+
+def test_bad_settings_and_unfitted_raise():
+    with pytest.raises(Exception, match="not fitted|fit"):
+        MOLAMonitor(**PARAMS).predict_fault_probability(_faulty())
+
+
+def test_bad_coverage_names_it(fitted):
+    with pytest.raises(ValueError, match="coverage"):
+        fitted.predict_fault_probability(_faulty(), coverage=1.5)
