@@ -62,7 +62,7 @@ def test_statistics_expose_every_level_with_its_limit(fitted):
         assert f"{block}.weight" in stats
     assert (stats["PFI_limit"] == monitor.threshold_).all()
     assert stats.index.equals(X.index)
-    quality = ["alarm", "sensor_fault", "missing_variables", "monitorable"]
+    quality = ["alarm", "sensor_fault", "missing_variables", "monitorable", "out_of_range"]
     assert stats.iloc[:4].drop(columns=[c for c in stats if c.endswith("_limit")] + quality) \
         .isna().all().all()
     assert (stats.sensor_fault == 0).all() and (stats.monitorable == 1).all()

@@ -411,18 +411,46 @@ def test_absurd_finite_values_never_give_a_nan_score(fitted, kind, row, col, val
     stats = monitor.statistics(X)
     scores = monitor.score_samples(X)
     assert not np.isnan(scores[_min_rows(monitor) - 1:]).any()
+    assert monitor.predict(X)[row] == 1 and stats["alarm"].iloc[row] == 1
     if kind == "mola":
-        # documented limitation: the LSTM codes saturate, so T^2 and W (the default fusion)
-        # may stay low; the SPE shows the spike, and use_spe=True fuses it into the alarm
+        # the LSTM codes saturate, so T^2 and W (the default fusion) may stay low: the
+        # out-of-range guard raises the alarm, and the SPE shows the spike too
+        assert stats["out_of_range"].iloc[row] == 1 and np.isposinf(stats["PFI"].iloc[row])
         block = "b1" if col < 3 else "b2"
         assert stats[f"{block}.SPE"].iloc[row] > 1e6 * monitor.limits_[block]["SPE"]
-    else:
-        assert monitor.predict(X)[row] == 1 and stats["alarm"].iloc[row] == 1
+
+
+def test_the_out_of_range_guard_catches_spikes_the_saturated_codes_miss():
+    X = _process()
+    monitor = MOLAMonitor(**MOLA_PARAMS).fit(X)
+    low, high = monitor.training_range_
+    assert (low < 0).all() and (high > 0).all()
+    clean = monitor.statistics(TEST)
+    spiked = TEST.copy()
+    spiked.iloc[30, 4] = monitor.mean_[4] + 1e3 * monitor.scale_[4]  # 1000 standard deviations
+    stats = monitor.statistics(spiked)
+    assert stats["out_of_range"].iloc[30] == 1 and stats["alarm"].iloc[30] == 1
+    assert monitor.predict(spiked)[30] == 1 and np.isposinf(monitor.score_samples(spiked)[30])
+    assert stats["out_of_range"].drop(stats.index[30]).eq(0).all()
+    assert (clean["out_of_range"] == 0).all()
+    # just inside the widened range: no guard alarm; just outside: alarm
+    margin = monitor.range_margin * (high[4] - low[4])
+    for z_value, expected in ((high[4] + 0.99 * margin, 0), (high[4] + 1.01 * margin, 1)):
+        probe = TEST.copy()
+        probe.iloc[30, 4] = monitor.mean_[4] + z_value * monitor.scale_[4]
+        assert monitor.statistics(probe)["out_of_range"].iloc[30] == expected
+    # switched off by set_params without a refit: the saturated codes stay quiet again
+    monitor.set_params(range_margin=None)
+    off = monitor.statistics(spiked)
+    assert off["out_of_range"].iloc[30] == 0 and np.isfinite(off["PFI"].iloc[30])
+    with pytest.raises(ValueError, match="range_margin"):
+        MOLAMonitor(**MOLA_PARAMS, range_margin=-1.0).fit(X)
 
 
 def test_a_huge_spike_alarms_mola_with_use_spe():
     X = _process()
-    monitor = MOLAMonitor(**MOLA_PARAMS).fit(X).set_params(use_spe=True).recalibrate(X)
+    monitor = MOLAMonitor(**MOLA_PARAMS, range_margin=None).fit(X).set_params(
+        use_spe=True).recalibrate(X)
     for value in (1e3 * monitor.scale_[4], 1e300):
         spiked = TEST.copy()
         spiked.iloc[30, 4] = value

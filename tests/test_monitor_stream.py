@@ -28,7 +28,7 @@ COLUMNS = [f"v{i}" for i in range(6)]
 PARAMS = dict(blocks={"b1": COLUMNS[:3], "b2": COLUMNS[3:]}, window=4, hidden_size=6,
               code_size=2, epochs=2, patience=1, random_state=0)
 W = PARAMS["window"]
-QUALITY = ["sensor_fault", "missing_variables", "monitorable"]
+QUALITY = ["sensor_fault", "missing_variables", "monitorable", "out_of_range"]
 PROPERTY = settings(max_examples=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

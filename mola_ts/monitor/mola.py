@@ -123,6 +123,14 @@ default="auto"
         operation, not how a later or another run drifts; a scale above 1 leaves room for that.
         Choose it on normal data or on a validation protocol, never on test data; it can be
         changed after fitting with :meth:`recalibrate`.
+    range_margin : float or None, default=1.0
+        Out-of-range alarm, a guard the autoencoder itself cannot give: its LSTM saturates, so
+        a spike of a hundred standard deviations in one variable can leave the code statistics
+        quiet. A sample with a variable below ``min - range_margin * (max - min)`` or above
+        ``max + range_margin * (max - min)`` of that variable's training rows (standardised;
+        ``training_range_``) gets ``PFI = +inf`` and alarms, flagged in the ``out_of_range``
+        column. ``None`` switches the guard off. Applied at scoring time, so
+        :meth:`set_params` changes it without a refit.
     fusion_gamma : float, default=0.5
         W-BF weight decay with the alarm order: ``exp(-gamma (order - 1))``.
     base_weight : float, default=0.1
@@ -187,7 +195,8 @@ default="auto"
                  n_ensemble: int = 1, alpha: float = 0.01, n_bins: int = 10,
                  cusum_allowance: float = 0.5, use_spe: bool = False,
                  limit_method: str = "empirical", threshold_scale: float = 1.0,
-                 fusion_gamma: float = 0.5, base_weight: float = 0.1, episode_reset: int = 10,
+                 range_margin: float | None = 1.0, fusion_gamma: float = 0.5,
+                 base_weight: float = 0.1, episode_reset: int = 10,
                  random_state: int | None = 0, device: str = "cpu", n_threads: int | None = 1,
                  verbose: int = 0):
         self.blocks = blocks
@@ -209,6 +218,7 @@ default="auto"
         self.use_spe = use_spe
         self.limit_method = limit_method
         self.threshold_scale = threshold_scale
+        self.range_margin = range_margin
         self.fusion_gamma = fusion_gamma
         self.base_weight = base_weight
         self.episode_reset = episode_reset
@@ -240,6 +250,12 @@ default="auto"
                 self.threshold_scale, (int, float)) or not self.threshold_scale > 0:
             raise ValueError(f"threshold_scale must be a number > 0, got "
                              f"{self.threshold_scale!r}")
+        if self.range_margin is not None and (
+                isinstance(self.range_margin, bool)
+                or not isinstance(self.range_margin, (int, float))
+                or not np.isfinite(self.range_margin) or self.range_margin < 0):
+            raise ValueError(f"range_margin must be None or a finite number >= 0, got "
+                             f"{self.range_margin!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.ortho_weight < 0:
@@ -307,6 +323,8 @@ default="auto"
         finally:
             torch.set_num_threads(previous_threads)
         self.network_params_ = {k: self.get_params(deep=False)[k] for k in _NETWORK_PARAMS}
+        train_std = data["train_rows_std"]
+        self.training_range_ = np.stack([train_std.min(axis=0), train_std.max(axis=0)])
         self._exact = None
         self._fit_code_statistics(train_windows)
         self._calibrate(data["val_segments"])
@@ -440,6 +458,16 @@ default="auto"
             for bi, name in enumerate(names)}
         self.validation_statistics_["PFI"] = pfi
         self._fault_calibrations = {}  # fitted on these statistics by predict_fault_probability
+
+    def _out_of_range(self, z: np.ndarray) -> np.ndarray:
+        """Rows of standardised ``z`` with a variable beyond the widened training range."""
+        bounds = getattr(self, "training_range_", None)  # None: a model saved before the guard
+        if self.range_margin is None or bounds is None:
+            return np.zeros(len(z), dtype=bool)
+        low, high = bounds
+        margin = float(self.range_margin) * (high - low)
+        with np.errstate(invalid="ignore"):
+            return ((z < low - margin) | (z > high + margin)).any(axis=1)
 
     def _limit(self, values: np.ndarray) -> float:
         limit = control_limit(values, self.alpha, self.limit_method)
@@ -817,9 +845,13 @@ class MonitorStream:
             columns[f"{name}.index"] = index_values[:, bi]
             columns[f"{name}.index_limit"] = np.full(n, mon.limits_[name]["index"])
             columns[f"{name}.weight"] = weights[:, bi]
+        out_of_range = mon._out_of_range(z)
+        if monitorable is not None:
+            out_of_range &= monitorable.astype(bool)
+        pfi = np.where(out_of_range & ~np.isnan(pfi), np.inf, pfi)
         columns["PFI"] = pfi
         columns["PFI_limit"] = np.full(n, mon.threshold_)
-        columns["alarm"] = np.where(np.isfinite(pfi) & (pfi > mon.threshold_), 1, 0)
+        columns["alarm"] = np.where(~np.isnan(pfi) & (pfi > mon.threshold_), 1, 0)
         faulty = np.zeros(n, dtype=bool) if missing is None else missing.any(axis=1)
         columns["sensor_fault"] = faulty.astype(np.int64)
         held = np.empty(n, dtype=object)
@@ -829,6 +861,7 @@ class MonitorStream:
         columns["missing_variables"] = held
         columns["monitorable"] = (np.ones(n, dtype=np.int64) if monitorable is None
                                   else monitorable.astype(np.int64))
+        columns["out_of_range"] = out_of_range.astype(np.int64)
         if index is None:
             index = pd.RangeIndex(start, start + n)
         return pd.DataFrame(columns, index=index)
