@@ -3,25 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from test_monitor_mola import PARAMS, _process  # the same small process and monitor
 
 from mola_ts.monitor import MOLAMonitor
 from mola_ts.uncertainty import FaultProbability
-
-BLOCKS = {"b1": ["a", "b", "c"], "b2": ["d", "e", "f"]}
-PARAMS = dict(blocks=BLOCKS, window=5, hidden_size=8, code_size=2, epochs=3, patience=2,
-              random_state=0)
-
-
-def _process(n, seed):
-    rng = np.random.default_rng(seed)
-    e = rng.normal(size=(n, 6))
-    x = np.zeros((n, 6))
-    for t in range(1, n):
-        x[t] = 0.7 * x[t - 1] + e[t]
-    x[:, 1] += x[:, 0]
-    x[:, 4] += x[:, 3]
-    return pd.DataFrame(x, columns=list("abcdef"),
-                        index=pd.date_range("2024-01-01", periods=n, freq="3min"))
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,17 @@ class MonitorMixin:
             "delay_samples": detection_delay(alarms, onset, run),
         }
 
+    # persistence hooks (SaveLoadMixin, next in the MRO of every monitor)
+    def _state_to_save(self) -> dict:
+        state = super()._state_to_save()
+        state.pop("feature_names_in_", None)  # object array; rebuilt from feature_names_
+        return state
+
+    def _restore_state(self, state: dict) -> None:
+        super()._restore_state(state)
+        if self.named_features_:
+            self.feature_names_in_ = np.asarray(self.feature_names_, dtype=object)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False

@@ -673,15 +673,8 @@ default="auto"
         return (x * total / n_steps).sum(dim=1).numpy()
 
     # ------------------------------------------------------------------ persistence
-    def _state_to_save(self) -> dict[str, Any]:
-        state = super()._state_to_save()
-        state.pop("feature_names_in_", None)  # object array; rebuilt from feature_names_
-        return state
-
     def _restore_state(self, state: dict[str, Any]) -> None:
-        super()._restore_state(state)
-        if self.named_features_:
-            self.feature_names_in_ = np.asarray(self.feature_names_, dtype=object)
+        super()._restore_state(state)  # MonitorMixin's
         self._exact = None
 
 

@@ -12,8 +12,6 @@ model is then fitted on the rest). :class:`DPCAMonitor` does the same on variabl
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -255,16 +253,6 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         out = np.full((len(values), n_vars), np.nan)
         out[lags:] = summed
         return pd.DataFrame(out, index=index, columns=self.feature_names_)
-
-    def _state_to_save(self) -> dict[str, Any]:
-        state = super()._state_to_save()
-        state.pop("feature_names_in_", None)  # object array; rebuilt from feature_names_
-        return state
-
-    def _restore_state(self, state: dict[str, Any]) -> None:
-        super()._restore_state(state)
-        if self.named_features_:
-            self.feature_names_in_ = np.asarray(self.feature_names_, dtype=object)
 
 
 class DPCAMonitor(PCAMonitor):
