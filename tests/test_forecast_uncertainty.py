@@ -228,3 +228,31 @@ def test_validation_fitted_noise_and_window_distributions(data):
     scores = probabilistic_scores(target, dist)
     # fitted on these very windows, the noise level matches their errors: calibrated-ish
     assert 0.75 < scores["coverage90"] < 0.99
+
+
+def test_windows_with_a_constant_variable_are_left_out_of_the_noise_fit():
+    """A variable stuck at one value for a whole lookback would divide its future by the
+    normalisation's floor and swamp the fitted noise; those windows are skipped, with a warning."""
+    rng = np.random.default_rng(3)
+    n = 400
+    t = np.arange(n)
+    values = np.stack([np.sin(t / 6) + 0.1 * rng.normal(size=n),
+                       np.cos(t / 9) + 0.1 * rng.normal(size=n)], axis=1)
+    values[200:260, 1] = values[199, 1]  # a stuck sensor for 60 rows, then live again
+    y = pd.DataFrame(values, columns=["a", "b"],
+                     index=pd.date_range("2024-01-01", periods=n, freq="h"))
+    before = y.copy()
+    params = dict(lookback=24, horizon=8, epochs=1, batch_size=32, uncertainty="laplace",
+                  backbone_params=SMALL, random_state=0)
+    with pytest.warns(UserWarning, match="left out of the Laplace and noise fit"):
+        model = DirectForecaster(**params).fit(y)
+    pd.testing.assert_frame_equal(y, before)
+    # lookbacks of 24 rows inside the stuck rows 200..259 start at 199..236 (the first stuck
+    # value repeats row 199): the training windows among them are skipped
+    assert 0 < model.uncertainty_skipped_windows_ <= 38
+    clean = DirectForecaster(**params).fit(y.iloc[:190])
+    assert clean.uncertainty_skipped_windows_ == 0
+    noise = np.asarray(model.laplace_[0][0].sigma_noise_)
+    # without the skip the last steps' noise is ~9x the clean fit's; with it, within 3x
+    assert np.all(noise < 3 * np.asarray(clean.laplace_[0][0].sigma_noise_))
+    assert model.predict_interval(coverage=0.9).notna().all().all()

@@ -318,6 +318,8 @@ class MoLAForecaster(NeuralForecaster):
         ``laplace_[k][j]``: the Laplace of member k's head on segment j.
     member_seconds_, uncertainty_seconds_ : list of float
         Wall-clock time of each adaptation and of fitting its Laplace approximations.
+    uncertainty_skipped_windows_ : int
+        Windows left out of the Laplace and noise fit (a variable constant over the lookback).
     n_segments_ : int
         K.
     history_ : list of dict

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -55,6 +56,10 @@ from ..training import preserve_global_rng, resolve_device, seed_everything, tra
 from ..uncertainty import GaussianMixture, LastLayerLaplace
 from .backbones import InstanceNorm, make_backbone
 from .base import BaseForecaster
+
+#: a window spread at or below this (the normalisation's floor is sqrt(InstanceNorm.eps)) marks
+#: a variate constant over the lookback
+_CONSTANT_STD = 2.0 * float(np.sqrt(InstanceNorm.eps))
 
 __all__ = ["NeuralForecaster", "DirectForecaster", "DLinearForecaster", "mse_loss",
            "window_metrics", "UNCERTAINTY", "UNCERTAINTY_DATA"]
@@ -259,6 +264,7 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
         self._train_module(train_values, val_values)
         self.laplace_ = None
         self.uncertainty_seconds_ = None
+        self.uncertainty_skipped_windows_ = None
         if self._uncertainty() is not None:
             data = train_values if getattr(self, "uncertainty_data", "train") == "train" \
                 else val_values
@@ -331,6 +337,7 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
         device = resolve_device(self.device)
         dataset = WindowDataset(self._to_scaled(values), self.lookback, self.horizon)
         self.laplace_, self.uncertainty_seconds_ = [], []
+        skipped = 0
         for module in self.members_:
             start = time.perf_counter()
             module.to(device)
@@ -353,11 +360,23 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
                         )
                 n, steps = f.shape[0] // batch, f.shape[2]
                 z = ((y - mean) / std).reshape(batch, n, steps, y.shape[2]).permute(1, 0, 3, 2)
+                # a variate constant over the lookback has the normalisation's floor as its
+                # spread, and its future, divided by that floor, would dominate the fitted
+                # noise (ETTh1's validation rows hold such stretches): such windows are left
+                # out of the fit, counted in uncertainty_skipped_windows_
+                keep = (std.reshape(batch, -1) > _CONSTANT_STD).all(dim=1).cpu()
+                if module is self.members_[0]:
+                    skipped += int((~keep).sum())
                 if not phis:
                     phis, targets = [[] for _ in range(n)], [[] for _ in range(n)]
                 for k in range(n):
-                    phis[k].append(phi[k * batch:(k + 1) * batch].cpu())
-                    targets[k].append(z[k].cpu())
+                    phis[k].append(phi[k * batch:(k + 1) * batch].cpu()[keep])
+                    targets[k].append(z[k].cpu()[keep])
+            if skipped == len(dataset):
+                raise ValueError(
+                    f"every one of the {len(dataset)} windows for the Laplace fit "
+                    f"(uncertainty_data={getattr(self, 'uncertainty_data', 'train')!r}) has a "
+                    "variable that is constant over its lookback; the noise cannot be fitted")
             head = self._head_network(module).head
             self.laplace_.append([
                 LastLayerLaplace(head, structure="kron", noise="per_output", tune=True,
@@ -365,6 +384,12 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
                     torch.cat(p), torch.cat(t))
                 for p, t in zip(phis, targets, strict=True)])
             self.uncertainty_seconds_.append(time.perf_counter() - start)
+        self.uncertainty_skipped_windows_ = skipped
+        if skipped:
+            warnings.warn(
+                f"{skipped} of {len(dataset)} windows were left out of the Laplace and noise fit: "
+                "a variable is constant over their lookback (uncertainty_skipped_windows_)",
+                UserWarning, stacklevel=3)
 
     def _forecast_distribution(self, windows: np.ndarray) -> GaussianMixture:
         check_is_fitted(self, "model_")
@@ -575,6 +600,10 @@ class DirectForecaster(NeuralForecaster):
     member_seconds_, uncertainty_seconds_ : list of float
         Wall-clock training time of each member, and of fitting its Laplace (None without
         uncertainty).
+    uncertainty_skipped_windows_ : int
+        Windows left out of the Laplace and noise fit because a variable is constant over their
+        lookback (its spread divided into the target would swamp the noise); a warning says
+        how many.
     history_ : list of dict
         Per-epoch training and validation losses (member 0).
     columns_ : list of str
