@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..training import is_distributed, is_main_process
+
 __all__ = ["add_arguments", "run", "PUBLISHED", "DatasetPlan", "plan_for", "run_benchmark"]
 
 # Spec §4: mean of the four horizons, lookback 96 (MSE, MAE).
@@ -207,8 +209,6 @@ def _fit_and_score(task: dict) -> tuple[dict, str]:
 
 
 def _print(*args, flush: bool = False) -> None:
-    from ..training import is_main_process
-
     if is_main_process():  # under torchrun every rank runs the benchmark; rank 0 reports
         print(*args, flush=flush)
 
@@ -233,8 +233,6 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
     processes (one torch thread each) once its MoLA foundation is trained; the rows are the
     same as a serial run's (every model is seeded), only the wall time changes.
     """
-    from ..training import is_distributed
-
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     if jobs > 1 and is_distributed():
@@ -321,8 +319,6 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
         durations[info.name] = time.perf_counter() - t_start
         log(f"== {info.name} done in {durations[info.name]:.1f}s wall", flush=True)
     results = pd.DataFrame(rows)
-    from ..training import is_main_process
-
     if is_main_process():  # every rank has the same results under torchrun; rank 0 writes
         results.to_csv(out / "results.csv", index=False)
         markdown = results_markdown(results, durations)
@@ -404,8 +400,6 @@ def run(args: argparse.Namespace) -> int:
                   data_home=args.data_home, foundation_lr=args.foundation_lr,
                   foundation_epochs=args.foundation_epochs,
                   foundation_patience=args.foundation_patience, jobs=args.jobs)
-    from ..training import is_main_process
-
     if is_main_process():
         print()
         print((Path(args.out) / "results.md").read_text())
