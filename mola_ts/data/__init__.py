@@ -1,5 +1,6 @@
 """Datasets, the registry, protocols (splits, scaling, windows) and input validation."""
 
+from .crossfit import CrossFitFold, Segment, time_block_folds
 from .fetch import (
     DATA_HOME_ENV,
     DataIntegrityError,
@@ -49,5 +50,5 @@ __all__ = [
     "DatasetInfo", "RemoteFile", "get_dataset_info", "list_datasets", "DETECTABLE_FAULTS",
     "FAULT_ONSET", "TEP_COLUMNS", "TEP_FAULTS", "TEP_XMEAS", "TEP_XMV", "UNDETECTABLE_FAULTS",
     "load_tep", "tep_fault_mask", "ValidatedSeries", "check_columns_match", "check_series",
-    "future_index",
+    "future_index", "CrossFitFold", "Segment", "time_block_folds",
 ]
