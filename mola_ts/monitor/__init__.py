@@ -1,4 +1,7 @@
-"""Process monitoring: the MOLA monitor, its building blocks and the PCA baselines.
+"""Process monitoring: the residual and MOLA monitors, their building blocks, PCA baselines.
+
+- :class:`ResidualMonitor`: T^2 of one-step prediction residuals (innovations), smoothed, with
+  one cross-fitted limit.
 
 - :class:`MOLAMonitor`: multi-block orthogonal LSTM autoencoders, T^2 and quantile CUSUM on the
   codes, Bayesian and order-weighted (W-BF) fusion, validation-set limits, streaming scoring.
@@ -7,6 +10,7 @@
 """
 
 from .blocks import TEP_BLOCKS, TEP_LOOP_BLOCKS, correlation_blocks, resolve_blocks
+from .calibration import LimitSupportWarning, calibrated_limit, effective_sample_size
 from .charts import (
     QuantileCUSUM,
     control_limit,
@@ -22,8 +26,12 @@ from .fusion import OrderWeights, bayesian_combination, fault_probability
 from .mola import MOLAMonitor, MonitorStream
 from .olae import OLAE, ExactOLAE, code_orthogonality, olae_loss, weight_orthogonality
 from .pca import DPCAMonitor, PCAMonitor
+from .predictor import MLPPredictor, RidgeVAR
+from .residual import ResidualMonitor
 
 __all__ = [
+    "ResidualMonitor", "RidgeVAR", "MLPPredictor", "LimitSupportWarning", "calibrated_limit",
+    "effective_sample_size",
     "MOLAMonitor", "MonitorStream", "PCAMonitor", "DPCAMonitor", "TEP_BLOCKS", "TEP_LOOP_BLOCKS",
     "correlation_blocks", "resolve_blocks",
     "QuantileCUSUM", "control_limit", "empirical_limit", "fit_t2", "kde_limit",

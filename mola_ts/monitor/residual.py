@@ -1,0 +1,415 @@
+"""The residual (innovations) monitor: T^2 of one-step prediction errors, smoothed, one limit.
+
+Normal operation of a plant wanders (monitoring spec §7); a one-step predictor follows the
+wander, so its residuals ``e_t = x_t - x_hat_t`` stay in control while the level drifts, and a
+fault shows as residuals that are larger, shifted or correlated differently. Pipeline:
+
+1. standardise every variable with the training mean and std;
+2. fit a one-step predictor (ridge VAR(p) by default, :mod:`.predictor`);
+3. ``T2_t = e_t^T S^-1 e_t`` with ``S`` the covariance of *out-of-fold* residuals (K time-block
+   folds, :func:`mola_ts.data.time_block_folds`: in-sample residuals are too small);
+4. smooth T^2 over time (an EWMA, a CUSUM, or none) into the alarm statistic ``score``;
+5. one limit: the (1 - alpha) quantile of the out-of-fold ``score`` over all the normal data
+   (:func:`.calibration.calibrated_limit`), or the F-distribution limit of an unsmoothed T^2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ..data import time_block_folds
+from ..persistence import SaveLoadMixin
+from .base import MonitorMixin, check_finite_scale, validate_fit_runs
+from .calibration import calibrated_limit, finite_scores
+from .predictor import PREDICTORS, MLPPredictor, RidgeVAR, lag_matrix, make_predictor
+from .stream import MonitorStream
+
+__all__ = ["ResidualMonitor"]
+
+_SMOOTHING = ("ewma", "cusum", "none")
+_LIMITS = ("crossfit", "parametric")
+
+
+class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
+    """Innovations monitor: T^2 of one-step prediction residuals, smoothed, cross-fitted limit.
+
+    Sign convention (like pyod): :meth:`score_samples` is the smoothed residual T^2 (higher =
+    more abnormal); :meth:`decision_function` is ``score - threshold_`` and :meth:`predict` is 1
+    (alarm) where it is positive. The first ``order`` samples of a run have no lag history:
+    they are *warm-up* rows (``warmup`` column 1), scored with the smoothing's in-control
+    starting value and never alarmed. Every score is finite: a statistic that overflows float64
+    is clipped to 1e300 and alarms.
+
+    Parameters
+    ----------
+    predictor : {"var", "mlp"}, default="var"
+        One-step predictor: a ridge vector autoregression, or the VAR plus a small tanh network
+        (:class:`~mola_ts.monitor.predictor.MLPPredictor`, trained by L-BFGS).
+    order : int, default=2
+        Lags p of the predictor.
+    ridge : float, default=10.0
+        Ridge penalty of the predictor's lag coefficients (standardised variables).
+    hidden_size : int, default=32
+        Hidden units of the ``"mlp"`` predictor.
+    smoothing : {"ewma", "cusum", "none"}, default="ewma"
+        ``"ewma"``: ``s_t = lambda T2_t + (1 - lambda) s_{t-1}``, started at the in-control mean
+        of T^2; ``"cusum"``: ``s_t = max(0, s_{t-1} + (T2_t - m) / sd - cusum_k)`` with the
+        in-control mean m and standard deviation sd of T^2; ``"none"``: ``s_t = T2_t``.
+    ewma_lambda : float, default=0.1
+        EWMA weight of the newest T^2, in (0, 1]: about ``2 / lambda - 1`` samples of memory.
+    cusum_k : float, default=0.5
+        CUSUM allowance in in-control standard deviations of T^2.
+    limit : {"crossfit", "parametric"}, default="crossfit"
+        ``"crossfit"``: the (1 - alpha) quantile of the out-of-fold smoothed statistic over all
+        the normal data; ``"parametric"`` (only with ``smoothing="none"``): the F-distribution
+        limit of a T^2 of new observations, ``d (n-1)(n+1) / (n (n-d)) F_{1-alpha}(d, n-d)``.
+    n_folds : int, default=2
+        Time blocks K of the cross-fitting (each fold model is fitted on the other K - 1).
+    alpha : float, default=0.01
+        Target false-alarm rate of the limit.
+    random_state : int or None, default=0
+        Seed of the ``"mlp"`` predictor's initial weights.
+
+    Attributes
+    ----------
+    mean_, scale_ : ndarray of shape (n_variables,)
+        Standardisation of the final model.
+    predictor_ : RidgeVAR or MLPPredictor
+        The final predictor, fitted on all the training data.
+    precision_ : ndarray of shape (n_variables, n_variables)
+        Inverse covariance of the out-of-fold residuals (standardised units).
+    t2_mean_, t2_std_ : float
+        In-control mean and standard deviation of the out-of-fold residual T^2.
+    threshold_ : float
+        The alarm limit of ``score``.
+    calibration_ : dict
+        How the limit was set: method, number of folds, out-of-fold samples, their lag-1
+        autocorrelation and effective sample count (see :mod:`.calibration`).
+    oof_scores_ : ndarray
+        The out-of-fold smoothed statistic behind the limit (for calibration on top).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from mola_ts.monitor import ResidualMonitor
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.zeros((3000, 4))
+    >>> for t in range(1, 3000):
+    ...     x[t] = 0.8 * x[t - 1] + rng.normal(size=4)
+    >>> monitor = ResidualMonitor().fit(x[:2000])
+    >>> shifted = x[2000:].copy()
+    >>> shifted[500:, 0] += 3.0                      # a step fault in variable 0
+    >>> alarms = monitor.predict(shifted)
+    >>> bool(alarms[:500].mean() < 0.05), bool(alarms[520:].mean() > 0.9)
+    (True, True)
+    """
+
+    _scoring_params = ("predictor", "order", "ridge", "hidden_size", "smoothing", "ewma_lambda",
+                       "cusum_k", "limit", "n_folds", "alpha", "random_state")
+
+    def __init__(self, predictor: str = "var", order: int = 2, ridge: float = 10.0,
+                 hidden_size: int = 32, smoothing: str = "ewma", ewma_lambda: float = 0.1,
+                 cusum_k: float = 0.5, limit: str = "crossfit", n_folds: int = 2,
+                 alpha: float = 0.01, random_state: int | None = 0):
+        self.predictor = predictor
+        self.order = order
+        self.ridge = ridge
+        self.hidden_size = hidden_size
+        self.smoothing = smoothing
+        self.ewma_lambda = ewma_lambda
+        self.cusum_k = cusum_k
+        self.limit = limit
+        self.n_folds = n_folds
+        self.alpha = alpha
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        def integer(name: str, low: int) -> int:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            return int(value)
+
+        def real(name: str, low: float, high: float, *, closed_high: bool = False) -> None:
+            value = getattr(self, name)
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+                  and np.isfinite(value)
+                  and low < value and (value <= high if closed_high else value < high))
+            if not ok:
+                bracket = "]" if closed_high else ")"
+                raise ValueError(f"{name} must lie in ({low}, {high}{bracket}, got {value!r}")
+
+        if self.predictor not in PREDICTORS:
+            raise ValueError(f"predictor must be one of {PREDICTORS}, got {self.predictor!r}")
+        if self.smoothing not in _SMOOTHING:
+            raise ValueError(f"smoothing must be one of {_SMOOTHING}, got {self.smoothing!r}")
+        if self.limit not in _LIMITS:
+            raise ValueError(f"limit must be one of {_LIMITS}, got {self.limit!r}")
+        if self.limit == "parametric" and self.smoothing != "none":
+            raise ValueError("limit='parametric' (the F-distribution limit of T^2) needs "
+                             f"smoothing='none', got smoothing={self.smoothing!r}; use "
+                             "limit='crossfit' for a smoothed statistic")
+        integer("order", 1)
+        integer("hidden_size", 1)
+        integer("n_folds", 2)
+        real("ridge", -1e-300, np.inf)  # >= 0
+        real("ewma_lambda", 0.0, 1.0, closed_high=True)
+        real("cusum_k", -1e-300, np.inf)
+        real("alpha", 0.0, 0.5)
+        rs = self.random_state
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer))):
+            raise TypeError(f"random_state must be an int or None, got "
+                            f"{type(rs).__name__} {rs!r}")
+
+    # ------------------------------------------------------------------ fit
+    def _new_predictor(self):
+        return make_predictor(self.predictor, int(self.order), float(self.ridge),
+                              hidden=int(self.hidden_size), random_state=self.random_state)
+
+    def fit(self, X, y=None) -> ResidualMonitor:
+        """Fit on in-control data ``X`` (one run, or a list of runs with the same columns).
+
+        Lags never cross the boundary between runs given as a list.
+        """
+        self._check_params()
+        p, k = int(self.order), int(self.n_folds)
+        runs = validate_fit_runs(X, min_rows=2, what_for="a residual monitor")
+        values = runs.values
+        d = len(runs.columns)
+        total = sum(len(v) for v in values)
+        needed = max(k * (p + 2), 2 * (d + 1) + k * p, 20)
+        if total < needed:
+            raise ValueError(f"X has {total} rows; at least {needed} are needed ({k} cross-fit "
+                             f"folds of a VAR({p}) and a residual covariance of {d} variables)")
+        folds = time_block_folds([len(v) for v in values], k)
+        # out-of-fold residuals, each fold model standardised and fitted on the other folds only
+        oof_raw: list[list[np.ndarray]] = []  # per fold, per held-out segment: raw residuals
+        for fold in folds:
+            fit_rows = np.concatenate([values[s.run][s.start:s.stop] for s in fold.fit])
+            mean, scale = fit_rows.mean(axis=0), fit_rows.std(axis=0, ddof=1)
+            check_finite_scale(mean, scale, runs.columns, " in a cross-fit fold")
+            model = self._new_predictor().fit(
+                [(values[s.run][s.start:s.stop] - mean) / scale for s in fold.fit])
+            parts = []
+            for s in fold.held_out:
+                run = (values[s.run] - mean) / scale
+                start = max(0, s.start - p)
+                z = run[start:s.stop]
+                if len(z) <= p:
+                    continue
+                # rows before the segment enter as lag inputs only: every residual is of a
+                # row of the segment (a segment at a run's start loses its first p rows)
+                e = z[p:] - model.predict_lagged(lag_matrix(z, p))
+                parts.append(e * scale)
+            oof_raw.append(parts)
+        all_rows = np.concatenate(values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale = all_rows.mean(axis=0), all_rows.std(axis=0, ddof=1)
+        check_finite_scale(mean, scale, runs.columns, "")
+        oof = [[e / scale for e in parts] for parts in oof_raw]
+        counts = [sum(len(e) for e in parts) for parts in oof]
+        if min(counts) < d + 2:
+            raise ValueError(f"X leaves {min(counts)} out-of-fold residuals in a fold; at least "
+                             f"{d + 2} are needed for a covariance of {d} variables (more "
+                             "rows or fewer n_folds)")
+        # each fold's T^2 uses the covariance of the *other* folds' residuals only
+        scores = []
+        t2_parts = []
+        for i, parts in enumerate(oof):
+            others = np.concatenate([e for j, o in enumerate(oof) if j != i for e in o])
+            precision = _precision(others)
+            for e in parts:
+                t2_parts.append(_t2(e, precision))
+        everything = np.concatenate([e for parts in oof for e in parts])
+        self.precision_ = _precision(everything)
+        t2_all = np.concatenate(t2_parts)
+        self.t2_mean_ = float(np.mean(t2_all))
+        self.t2_std_ = float(np.std(t2_all, ddof=1)) if len(t2_all) > 1 else 1.0
+        if not self.t2_std_ > 0:
+            self.t2_std_ = 1.0
+        start = self._initial_smooth()
+        for t2 in t2_parts:
+            scores.append(self._smooth(t2, start, np.ones(len(t2), dtype=bool))[0])
+        self.mean_, self.scale_ = mean, scale
+        self.predictor_ = self._new_predictor().fit([(v - mean) / scale for v in values])
+        self.feature_names_ = list(runs.columns)
+        self.named_features_ = bool(runs.named)
+        self.n_features_in_ = d
+        if runs.named:
+            self.feature_names_in_ = np.asarray(runs.columns, dtype=object)
+        if self.limit == "crossfit":
+            self.threshold_, info = calibrated_limit(
+                scores, self.alpha, what=f"{type(self).__name__}'s smoothed T^2")
+            self.calibration_ = {**info, "limit": "crossfit", "n_folds": k}
+        else:
+            n = len(everything)
+            self.threshold_ = float(d * (n - 1) * (n + 1) / (n * (n - d))
+                                    * stats.f.ppf(1 - self.alpha, d, n - d))
+            self.calibration_ = {"limit": "parametric", "n_samples": n, "alpha": self.alpha}
+        self.oof_scores_ = np.concatenate(scores)
+        self._remember_scoring_params()
+        return self
+
+    # ------------------------------------------------------------------ smoothing
+    def _initial_smooth(self) -> float:
+        return {"ewma": self.t2_mean_, "cusum": 0.0, "none": self.t2_mean_}[self.smoothing]
+
+    def _smooth(self, t2: np.ndarray, start: float, ok: np.ndarray
+                ) -> tuple[np.ndarray, float]:
+        """The smoothed statistic of ``t2`` from the state ``start``; rows not ``ok`` keep it."""
+        out = np.empty(len(t2))
+        s = float(start)
+        if self.smoothing == "none":
+            out[:] = np.where(ok, t2, s)
+            return out, s
+        lam = float(self.ewma_lambda)
+        keep = 1.0 - lam
+        m, sd, kk = self.t2_mean_, self.t2_std_, float(self.cusum_k)
+        ewma = self.smoothing == "ewma"
+        for i, (v, good) in enumerate(zip(t2.tolist(), ok.tolist(), strict=True)):
+            if good:
+                if ewma:
+                    s = lam * v + keep * s
+                else:
+                    s = max(0.0, s + (v - m) / sd - kk)
+            out[i] = s
+        return out, s
+
+    # ------------------------------------------------------------------ stream protocol
+    def _stream_init_state(self) -> dict[str, Any]:
+        return {"history": np.empty((0, len(self.feature_names_))),
+                "smooth": self._initial_smooth()}
+
+    def _stream_check_state(self, state: dict, n_seen: int) -> dict[str, Any]:
+        if not isinstance(state, dict) or {"history", "smooth"} - set(state):
+            raise ValueError("the stream state of a ResidualMonitor needs 'history' and "
+                             "'smooth'; was it taken from a stream of this monitor?")
+        history = np.array(state["history"], dtype=np.float64)
+        d, p = len(self.feature_names_), int(self.order)
+        if history.shape != (min(n_seen, p), d) or not np.isfinite(history).all():
+            raise ValueError(f"state['engine']['history'] must hold min(n_seen, order) = "
+                             f"{min(n_seen, p)} finite rows of {d} variables, got "
+                             f"{history.shape}")
+        smooth = state["smooth"]
+        if isinstance(smooth, bool) or not isinstance(smooth, (int, float, np.number)) or \
+                not np.isfinite(smooth):
+            raise ValueError(f"state['engine']['smooth'] must be a finite number, got "
+                             f"{smooth!r}")
+        return {"history": history, "smooth": float(smooth)}
+
+    def _stream_step(self, state: dict, values: np.ndarray, monitorable: np.ndarray
+                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        p = int(self.order)
+        n = len(values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (values - self.mean_) / self.scale_
+            history = state["history"]
+            full = np.concatenate([history, z]) if len(history) else z
+            n_hist = len(full) - n
+            first = max(0, p - n_hist)  # first new row with a full lag history
+            t2 = np.full(n, np.nan)
+            if first < n:
+                e = full[n_hist + first:] - self.predictor_.predict_lagged(
+                    lag_matrix(full[n_hist + first - p:], p))
+                t2[first:] = _t2(e, self.precision_)
+        t2 = finite_scores(t2)
+        warmup = np.zeros(n, dtype=bool)
+        warmup[:first] = True
+        ok = monitorable & ~warmup
+        score, smooth = self._smooth(t2, state["smooth"], ok)
+        t2 = np.where(warmup, np.nan, t2)
+        t2_out = np.where(warmup, self.t2_mean_, t2)
+        alarm = ok & (score > self.threshold_)
+        columns = {"T2": t2_out, "score": score, "score_limit": np.full(n, self.threshold_),
+                   "alarm": alarm.astype(np.int64), "warmup": warmup.astype(np.int64)}
+        new_history = full[max(0, len(full) - p):].copy()
+        return columns, {"history": new_history, "smooth": smooth}
+
+    # ------------------------------------------------------------------ scoring
+    def stream(self, missing: str = "hold", max_hold: int = 10, on_stale: str = "flag"
+               ) -> MonitorStream:
+        """A fresh sample-by-sample scorer (no lag history, smoothing at its start value).
+
+        ``missing``, ``max_hold`` and ``on_stale`` set the sensor-dropout policy (see
+        :class:`~mola_ts.monitor.MonitorStream`).
+        """
+        check_is_fitted(self)
+        self._check_scoring_params()
+        return MonitorStream(self, missing=missing, max_hold=max_hold, on_stale=on_stale)
+
+    def statistics(self, X) -> pd.DataFrame:
+        """Per sample: ``T2`` (the residual T^2), ``score`` (smoothed), ``score_limit``,
+        ``alarm`` (1/0), ``warmup`` (1 for the first ``order`` rows) and the stream's
+        data-quality columns (``sensor_fault`` 0, ``missing_variables`` empty, ``monitorable``
+        1). ``X`` must be finite; ``stream(missing="hold").update(X)`` applies the
+        sensor-dropout policy instead. Equal, bit for bit, to a stream fed ``X`` row by row.
+        """
+        series = self._check_X(X, min_rows=1, what_for="one sample")
+        return MonitorStream(self)._score(series.values, series.index)
+
+    def score_samples(self, X) -> np.ndarray:
+        """The smoothed residual T^2 of every sample (higher = more abnormal; finite)."""
+        return self.statistics(X)["score"].to_numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """Alarms: 1 where the score exceeds ``threshold_`` (never on warm-up rows), else 0."""
+        return self.statistics(X)["alarm"].to_numpy()
+
+    def contributions(self, X, smoothed: bool = True) -> pd.DataFrame:
+        """Per-variable contributions to the residual T^2, one row per sample.
+
+        ``c_j = e_j (S^-1 e)_j`` sums over the variables to ``T2``. With ``smoothed=True`` (and
+        ``smoothing="ewma"``) the contributions are EWMA-smoothed like the score, started at an
+        equal share of its starting value, so they sum to ``score``. Warm-up rows are 0.
+        """
+        series = self._check_X(X, min_rows=1, what_for="one sample")
+        d, p = len(self.feature_names_), int(self.order)
+        z = (series.values - self.mean_) / self.scale_
+        out = np.zeros((len(z), d))
+        if len(z) > p:
+            e = z[p:] - self.predictor_.predict_lagged(lag_matrix(z, p))
+            out[p:] = e * np.einsum("ni,ij->nj", e, self.precision_)
+        if smoothed and self.smoothing == "ewma":
+            lam = float(self.ewma_lambda)
+            s = np.full(d, self.t2_mean_ / d)
+            for i in range(p, len(z)):
+                s = lam * out[i] + (1 - lam) * s
+                out[i] = s
+            out[:p] = self.t2_mean_ / d
+        index = series.index if series.index is not None else pd.RangeIndex(len(z))
+        return pd.DataFrame(out, index=index, columns=self.feature_names_)
+
+    # ------------------------------------------------------------------ persistence
+    def _state_to_save(self) -> dict:
+        state = super()._state_to_save()
+        state["predictor_"] = self.predictor_.get_state()
+        return state
+
+    def _restore_state(self, state: dict) -> None:
+        state = dict(state)
+        saved = state.pop("predictor_")
+        super()._restore_state(state)
+        if self.predictor == "var":
+            self.predictor_ = RidgeVAR.from_state(saved, int(self.order), float(self.ridge))
+        else:
+            self.predictor_ = MLPPredictor.from_state(saved, int(self.order), float(self.ridge),
+                                                      int(self.hidden_size))
+
+
+def _precision(residuals: np.ndarray) -> np.ndarray:
+    """Inverse covariance of residual rows, with a tiny ridge for a near-singular one."""
+    cov = np.atleast_2d(np.cov(residuals, rowvar=False, ddof=1))
+    cov = cov + 1e-8 * max(float(np.trace(cov)) / len(cov), 1e-300) * np.eye(len(cov))
+    return np.linalg.inv(cov)
+
+
+def _t2(e: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Row-wise ``e^T P e`` (two einsum contractions: identical for a row alone or in a batch)."""
+    return np.einsum("ni,ni->n", np.einsum("ni,ji->nj", e, precision), e)
