@@ -16,10 +16,12 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                  "long-term forecasting benchmark: MoLA vs direct iTransformer and baselines"),
     "lora": ("mola_ts.bench.lora",
              "LoRA-MoE layer: vectorised reference vs naive expert loop vs plain LoRA"),
+    "monitor": ("mola_ts.bench.monitor",
+                "monitors' scoring speed on TEP: batch samples per CPU-second, stream latency"),
     "uncertainty": ("mola_ts.bench.uncertainty",
                     "probabilistic forecasts: MAP, deep ensemble, Laplace, Laplace mixture"),
 }
 DEMOS: dict[str, tuple[str, str]] = {
     "tep": ("mola_ts.bench.tep_demo",
-            "Tennessee Eastman fault detection: MOLA vs PCA, DPCA and bibmon's PCA"),
+            "Tennessee Eastman fault detection: residual, MOLA, PCA, DPCA, bibmon's PCA"),
 }
