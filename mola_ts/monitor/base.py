@@ -113,7 +113,9 @@ class MonitorMixin:
         saved = getattr(self, "scoring_params_", None)
         if saved is None:  # a model saved before this check existed
             return
-        params = self.get_params(deep=False)
+        # read the attributes directly: get_params inspects the signature on every call,
+        # which a stream pays on every sample
+        params = {k: getattr(self, k) for k in saved}
         changed = [k for k, v in saved.items() if _normalized(params[k]) != v]
         if changed:
             raise ValueError(

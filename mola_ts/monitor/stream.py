@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import check_columns_match, check_series
+from ..data import ValidatedSeries, check_columns_match, check_series
 from ..persistence import EstimatorFileError, load_estimator, save_estimator
 
 __all__ = ["MonitorStream", "MISSING_POLICIES", "STALE_POLICIES"]
@@ -157,6 +157,10 @@ class MonitorStream:
     def _validate(self, x):
         mon = self.monitor
         if isinstance(x, pd.Series):
+            fast = self._series_row(x)
+            if fast is not None:
+                return check_columns_match(fast, mon.feature_names_, name="x",
+                                           by_name=mon.named_features_)
             x = x.to_frame().T
         elif isinstance(x, (np.ndarray, list, tuple)):
             try:
@@ -168,6 +172,28 @@ class MonitorStream:
         series = check_series(x, name="x", min_rows=1, allow_nan=True, allow_inf=True)
         return check_columns_match(series, mon.feature_names_, name="x",
                                    by_name=mon.named_features_)
+
+    @staticmethod
+    def _series_row(x: pd.Series) -> ValidatedSeries | None:
+        """One sample given as a numeric Series (variables as its index, its name a timestamp
+        or None), validated without building a frame; None for anything else (the general
+        path then checks it and names the problem)."""
+        if not (pd.api.types.is_float_dtype(x.dtype) or pd.api.types.is_integer_dtype(x.dtype)):
+            return None
+        if pd.api.types.is_bool_dtype(x.dtype) or x.index.has_duplicates or len(x) == 0:
+            return None
+        name = x.name
+        if name is None:
+            index = None
+        elif isinstance(name, pd.Timestamp) and name is not pd.NaT:
+            index = pd.DatetimeIndex([name])
+        else:
+            return None
+        values = x.to_numpy(dtype=np.float64, copy=True)[None, :]
+        columns = [str(c) for c in x.index]
+        if index is None:
+            return ValidatedSeries(values, pd.RangeIndex(1), columns)
+        return ValidatedSeries(values, index, columns)
 
     def _label(self, index: pd.Index | None, i: int) -> str:
         if index is not None:
