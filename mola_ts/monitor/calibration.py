@@ -52,6 +52,8 @@ def lag1_autocorrelation(segments: Sequence[np.ndarray]) -> float:
         return 0.0
     num = sum(float(np.sum((s[1:] - mean) * (s[:-1] - mean))) for s in finite if len(s) > 1)
     pairs = sum(max(len(s) - 1, 0) for s in finite)
+    if pairs == 0:
+        return 0.0
     return float(np.clip(num / pairs / var, -0.999, 0.999))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.signal import lfilter
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -51,9 +52,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     predictor : {"var", "mlp"}, default="var"
         One-step predictor: a ridge vector autoregression, or the VAR plus a small tanh network
         (:class:`~mola_ts.monitor.predictor.MLPPredictor`, trained by L-BFGS).
-    order : int, default=2
+    order : int, default=1
         Lags p of the predictor.
-    ridge : float, default=10.0
+    ridge : float, default=1.0
         Ridge penalty of the predictor's lag coefficients (standardised variables).
     hidden_size : int, default=32
         Hidden units of the ``"mlp"`` predictor.
@@ -61,10 +62,20 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         ``"ewma"``: ``s_t = lambda T2_t + (1 - lambda) s_{t-1}``, started at the in-control mean
         of T^2; ``"cusum"``: ``s_t = max(0, s_{t-1} + (T2_t - m) / sd - cusum_k)`` with the
         in-control mean m and standard deviation sd of T^2; ``"none"``: ``s_t = T2_t``.
-    ewma_lambda : float, default=0.1
+    ewma_lambda : float, default=0.2
         EWMA weight of the newest T^2, in (0, 1]: about ``2 / lambda - 1`` samples of memory.
     cusum_k : float, default=0.5
         CUSUM allowance in in-control standard deviations of T^2.
+    freeze_check : bool, default=True
+        Also watch for *frozen* variables (a stuck valve or sensor: its value stops moving, so
+        the predictor, driven by the other variables, keeps its residual going, and T^2 misses
+        it). Per variable j, ``v_j = EWMA(m_j^2)`` of its step ``m_j = x_t - x_{t-1}`` over its
+        root-mean-square training step (started at 1), and ``freeze = max_j -log v_j``. The
+        alarm statistic is then ``score = max(T2_smoothed / L_T2, freeze / L_freeze)`` with
+        ``L`` the (1 - alpha) out-of-fold quantiles of each, and its own limit is calibrated
+        out of fold like any score (one statistic, one limit).
+    freeze_lambda : float, default=0.3
+        EWMA weight of the freeze check, in (0, 1].
     limit : {"crossfit", "parametric"}, default="crossfit"
         ``"crossfit"``: the (1 - alpha) quantile of the out-of-fold smoothed statistic over all
         the normal data; ``"parametric"`` (only with ``smoothing="none"``): the F-distribution
@@ -111,12 +122,14 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     """
 
     _scoring_params = ("predictor", "order", "ridge", "hidden_size", "smoothing", "ewma_lambda",
-                       "cusum_k", "limit", "n_folds", "alpha", "random_state")
+                       "cusum_k", "freeze_check", "freeze_lambda", "limit", "n_folds", "alpha",
+                       "random_state")
 
-    def __init__(self, predictor: str = "var", order: int = 2, ridge: float = 10.0,
-                 hidden_size: int = 32, smoothing: str = "ewma", ewma_lambda: float = 0.1,
-                 cusum_k: float = 0.5, limit: str = "crossfit", n_folds: int = 2,
-                 alpha: float = 0.01, random_state: int | None = 0):
+    def __init__(self, predictor: str = "var", order: int = 1, ridge: float = 1.0,
+                 hidden_size: int = 32, smoothing: str = "ewma", ewma_lambda: float = 0.2,
+                 cusum_k: float = 0.5, freeze_check: bool = True, freeze_lambda: float = 0.3,
+                 limit: str = "crossfit", n_folds: int = 2, alpha: float = 0.01,
+                 random_state: int | None = 0):
         self.predictor = predictor
         self.order = order
         self.ridge = ridge
@@ -124,6 +137,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self.smoothing = smoothing
         self.ewma_lambda = ewma_lambda
         self.cusum_k = cusum_k
+        self.freeze_check = freeze_check
+        self.freeze_lambda = freeze_lambda
         self.limit = limit
         self.n_folds = n_folds
         self.alpha = alpha
@@ -152,16 +167,20 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             raise ValueError(f"smoothing must be one of {_SMOOTHING}, got {self.smoothing!r}")
         if self.limit not in _LIMITS:
             raise ValueError(f"limit must be one of {_LIMITS}, got {self.limit!r}")
-        if self.limit == "parametric" and self.smoothing != "none":
+        if self.limit == "parametric" and (self.smoothing != "none" or self.freeze_check):
             raise ValueError("limit='parametric' (the F-distribution limit of T^2) needs "
-                             f"smoothing='none', got smoothing={self.smoothing!r}; use "
-                             "limit='crossfit' for a smoothed statistic")
+                             f"smoothing='none' and freeze_check=False, got "
+                             f"smoothing={self.smoothing!r}, freeze_check={self.freeze_check!r}; "
+                             "use limit='crossfit' for a smoothed or combined statistic")
         integer("order", 1)
         integer("hidden_size", 1)
         integer("n_folds", 2)
         real("ridge", -1e-300, np.inf)  # >= 0
         real("ewma_lambda", 0.0, 1.0, closed_high=True)
         real("cusum_k", -1e-300, np.inf)
+        real("freeze_lambda", 0.0, 1.0, closed_high=True)
+        if not isinstance(self.freeze_check, (bool, np.bool_)):
+            raise TypeError(f"freeze_check must be a bool, got {self.freeze_check!r}")
         real("alpha", 0.0, 0.5)
         rs = self.random_state
         if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer))):
@@ -191,12 +210,14 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         folds = time_block_folds([len(v) for v in values], k)
         # out-of-fold residuals, each fold model standardised and fitted on the other folds only
         oof_raw: list[list[np.ndarray]] = []  # per fold, per held-out segment: raw residuals
+        oof_moves: list[np.ndarray] = []  # per held-out segment: steps in fold step scales
         for fold in folds:
             fit_rows = np.concatenate([values[s.run][s.start:s.stop] for s in fold.fit])
             mean, scale = fit_rows.mean(axis=0), fit_rows.std(axis=0, ddof=1)
             check_finite_scale(mean, scale, runs.columns, " in a cross-fit fold")
             model = self._new_predictor().fit(
                 [(values[s.run][s.start:s.stop] - mean) / scale for s in fold.fit])
+            step_scale = _step_scale([values[s.run][s.start:s.stop] for s in fold.fit])
             parts = []
             for s in fold.held_out:
                 run = (values[s.run] - mean) / scale
@@ -208,6 +229,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                 # row of the segment (a segment at a run's start loses its first p rows)
                 e = z[p:] - model.predict_lagged(lag_matrix(z, p))
                 parts.append(e * scale)
+                raw = values[s.run][start:s.stop]
+                oof_moves.append((raw[p:] - raw[p - 1:-1]) / step_scale)
             oof_raw.append(parts)
         all_rows = np.concatenate(values)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -234,9 +257,17 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self.t2_std_ = float(np.std(t2_all, ddof=1)) if len(t2_all) > 1 else 1.0
         if not self.t2_std_ > 0:
             self.t2_std_ = 1.0
-        start = self._initial_smooth()
-        for t2 in t2_parts:
-            scores.append(self._smooth(t2, start, np.ones(len(t2), dtype=bool))[0])
+        self.step_scale_ = _step_scale(values)
+        smoothed = [self._smooth(t2, self._initial_smooth(), np.ones(len(t2), dtype=bool))[0]
+                    for t2 in t2_parts]
+        self.limits_ = {"T2_smoothed": _quantile(smoothed, self.alpha)}
+        if self.freeze_check:
+            frozen = [self._freeze(m, np.ones(d), np.ones(len(m), dtype=bool))[0]
+                      for m in oof_moves]
+            self.limits_["freeze"] = _quantile(frozen, self.alpha)
+            scores = [self._combine(a, b) for a, b in zip(smoothed, frozen, strict=True)]
+        else:
+            scores = smoothed
         self.mean_, self.scale_ = mean, scale
         self.predictor_ = self._new_predictor().fit([(v - mean) / scale for v in values])
         self.feature_names_ = list(runs.columns)
@@ -246,7 +277,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(runs.columns, dtype=object)
         if self.limit == "crossfit":
             self.threshold_, info = calibrated_limit(
-                scores, self.alpha, what=f"{type(self).__name__}'s smoothed T^2")
+                scores, self.alpha, what=f"{type(self).__name__}'s alarm statistic")
             self.calibration_ = {**info, "limit": "crossfit", "n_folds": k}
         else:
             n = len(everything)
@@ -271,21 +302,52 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             return out, s
         lam = float(self.ewma_lambda)
         keep = 1.0 - lam
+        if self.smoothing == "ewma":  # lfilter's recursion is s = lam v + keep s, row by row
+            for a, b in _runs(ok):
+                if ok[a]:
+                    out[a:b], _ = lfilter([lam], [1.0, -keep], t2[a:b], zi=[keep * s])
+                    s = float(out[b - 1])
+                else:
+                    out[a:b] = s
+            return out, s
         m, sd, kk = self.t2_mean_, self.t2_std_, float(self.cusum_k)
-        ewma = self.smoothing == "ewma"
         for i, (v, good) in enumerate(zip(t2.tolist(), ok.tolist(), strict=True)):
             if good:
-                if ewma:
-                    s = lam * v + keep * s
-                else:
-                    s = max(0.0, s + (v - m) / sd - kk)
+                s = max(0.0, s + (v - m) / sd - kk)
             out[i] = s
         return out, s
 
+    def _freeze(self, moves: np.ndarray, start: np.ndarray, ok: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The freeze statistic ``max_j -log v_j`` of scaled steps ``moves`` and the final ``v``.
+
+        ``v = EWMA(m^2)`` per variable from ``start``, ``m`` the step ``x_t - x_{t-1}`` over the
+        variable's root-mean-square training step; rows not ``ok`` leave it unchanged.
+        """
+        lam = float(self.freeze_lambda)
+        keep = 1.0 - lam
+        r2 = moves ** 2
+        v = np.empty_like(r2)
+        state = np.array(start, dtype=np.float64)
+        for a, b in _runs(ok):
+            if ok[a]:
+                v[a:b], zf = lfilter([lam], [1.0, -keep], r2[a:b], axis=0,
+                                     zi=(keep * state)[None, :])
+                state = v[b - 1].copy()
+            else:
+                v[a:b] = state
+        with np.errstate(divide="ignore"):
+            stat = (-np.log(np.maximum(v, 1e-300))).max(axis=1) if len(v) else np.empty(0)
+        return stat, state
+
+    def _combine(self, smoothed: np.ndarray, frozen: np.ndarray) -> np.ndarray:
+        return np.maximum(smoothed / self.limits_["T2_smoothed"], frozen / self.limits_["freeze"])
+
     # ------------------------------------------------------------------ stream protocol
     def _stream_init_state(self) -> dict[str, Any]:
-        return {"history": np.empty((0, len(self.feature_names_))),
-                "smooth": self._initial_smooth()}
+        d = len(self.feature_names_)
+        return {"history": np.empty((0, d)), "smooth": self._initial_smooth(),
+                "freeze": np.ones(d)}
 
     def _stream_check_state(self, state: dict, n_seen: int) -> dict[str, Any]:
         if not isinstance(state, dict) or {"history", "smooth"} - set(state):
@@ -302,35 +364,53 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                 not np.isfinite(smooth):
             raise ValueError(f"state['engine']['smooth'] must be a finite number, got "
                              f"{smooth!r}")
-        return {"history": history, "smooth": float(smooth)}
+        freeze = np.array(state.get("freeze", np.ones(d)), dtype=np.float64)
+        if freeze.shape != (d,) or not np.isfinite(freeze).all() or (freeze < 0).any():
+            raise ValueError(f"state['engine']['freeze'] must hold {d} finite values >= 0, got "
+                             f"shape {freeze.shape}")
+        return {"history": history, "smooth": float(smooth), "freeze": freeze}
 
     def _stream_step(self, state: dict, values: np.ndarray, monitorable: np.ndarray
                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         p = int(self.order)
         n = len(values)
+        d = len(self.feature_names_)
         with np.errstate(over="ignore", invalid="ignore"):
             z = (values - self.mean_) / self.scale_
             history = state["history"]
             full = np.concatenate([history, z]) if len(history) else z
             n_hist = len(full) - n
             first = max(0, p - n_hist)  # first new row with a full lag history
-            t2 = np.full(n, np.nan)
+            e = np.zeros((n, d))
             if first < n:
-                e = full[n_hist + first:] - self.predictor_.predict_lagged(
+                e[first:] = full[n_hist + first:] - self.predictor_.predict_lagged(
                     lag_matrix(full[n_hist + first - p:], p))
-                t2[first:] = _t2(e, self.precision_)
+            t2 = _t2(e, self.precision_)
+        e = finite_scores(e)
         t2 = finite_scores(t2)
         warmup = np.zeros(n, dtype=bool)
         warmup[:first] = True
         ok = monitorable & ~warmup
-        score, smooth = self._smooth(t2, state["smooth"], ok)
-        t2 = np.where(warmup, np.nan, t2)
-        t2_out = np.where(warmup, self.t2_mean_, t2)
+        smoothed, smooth = self._smooth(t2, state["smooth"], ok)
+        columns = {"T2": np.where(warmup, self.t2_mean_, t2), "T2_smoothed": smoothed}
+        new_state = {"history": full[max(0, len(full) - p):].copy(), "smooth": smooth,
+                     "freeze": state["freeze"].copy()}
+        if self.freeze_check:
+            with np.errstate(over="ignore", invalid="ignore"):
+                moves = np.zeros((n, d))
+                if first < n:
+                    moves[first:] = (full[n_hist + first:] - full[n_hist + first - 1:-1]) \
+                        * (self.scale_ / self.step_scale_)
+                frozen, new_state["freeze"] = self._freeze(moves, state["freeze"], ok)
+            frozen = finite_scores(frozen)
+            columns["freeze"] = frozen
+            score = finite_scores(self._combine(smoothed, frozen))
+        else:
+            score = smoothed
         alarm = ok & (score > self.threshold_)
-        columns = {"T2": t2_out, "score": score, "score_limit": np.full(n, self.threshold_),
-                   "alarm": alarm.astype(np.int64), "warmup": warmup.astype(np.int64)}
-        new_history = full[max(0, len(full) - p):].copy()
-        return columns, {"history": new_history, "smooth": smooth}
+        columns.update({"score": score, "score_limit": np.full(n, self.threshold_),
+                        "alarm": alarm.astype(np.int64), "warmup": warmup.astype(np.int64)})
+        return columns, new_state
 
     # ------------------------------------------------------------------ scoring
     def stream(self, missing: str = "hold", max_hold: int = 10, on_stale: str = "flag"
@@ -345,8 +425,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         return MonitorStream(self, missing=missing, max_hold=max_hold, on_stale=on_stale)
 
     def statistics(self, X) -> pd.DataFrame:
-        """Per sample: ``T2`` (the residual T^2), ``score`` (smoothed), ``score_limit``,
-        ``alarm`` (1/0), ``warmup`` (1 for the first ``order`` rows) and the stream's
+        """Per sample: ``T2`` (the residual T^2), ``T2_smoothed``, ``freeze`` (with
+        ``freeze_check``), ``score`` (the alarm statistic), ``score_limit``, ``alarm`` (1/0),
+        ``warmup`` (1 for the first ``order`` rows) and the stream's
         data-quality columns (``sensor_fault`` 0, ``missing_variables`` empty, ``monitorable``
         1). ``X`` must be finite; ``stream(missing="hold").update(X)`` applies the
         sensor-dropout policy instead. Equal, bit for bit, to a stream fed ``X`` row by row.
@@ -401,6 +482,31 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         else:
             self.predictor_ = MLPPredictor.from_state(saved, int(self.order), float(self.ridge),
                                                       int(self.hidden_size))
+
+
+def _quantile(parts: list[np.ndarray], alpha: float) -> float:
+    """The (1 - alpha) quantile of the pooled parts (floored at the smallest positive float)."""
+    value = float(np.quantile(np.concatenate(parts), 1.0 - alpha))
+    return value if value > 0 else float(np.finfo(np.float64).tiny)
+
+
+def _step_scale(segments: list[np.ndarray]) -> np.ndarray:
+    """Root-mean-square step ``x_t - x_{t-1}`` of each variable over the segments (raw units).
+
+    A variable that never moves gets 1 (it is a constant column, refused elsewhere).
+    """
+    steps = [np.diff(seg, axis=0) for seg in segments if len(seg) > 1]
+    rms = np.sqrt(np.mean(np.concatenate(steps) ** 2, axis=0))
+    return np.where(rms > 0, rms, 1.0)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of equal values of a boolean mask."""
+    if len(mask) == 0:
+        return []
+    edges = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
+    bounds = [0, *edges.tolist(), len(mask)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _precision(residuals: np.ndarray) -> np.ndarray:
