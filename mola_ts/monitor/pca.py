@@ -88,12 +88,14 @@ def _pca_statistics(lagged_rows: np.ndarray, mean: np.ndarray, scale: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Row-wise T^2, SPE, standardised rows, scores and residuals (finite statistics).
 
-    Two-operand ``einsum`` contractions (numpy's own loops, no BLAS) make each row's result
-    independent of how many rows are scored together. A statistic that overflows float64 is
-    clipped to ``SCORE_CEILING``, so it still alarms and is never NaN.
+    Two-operand ``einsum`` contractions (numpy's own loops, no BLAS) on C-contiguous rows make
+    each row's result independent of how many rows are scored together (numpy picks its
+    summation kernel from the memory layout, so a Fortran-ordered batch is copied first). A
+    statistic that overflows float64 is clipped to ``SCORE_CEILING``, so it still alarms and
+    is never NaN.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        z = (lagged_rows - mean) / scale
+        z = np.ascontiguousarray((lagged_rows - mean) / scale)
         scores = np.einsum("ni,ji->nj", z, np.ascontiguousarray(components.T))
         t2 = np.einsum("nk->n", scores**2 / kept_eigenvalues)
         residual = z - np.einsum("nk,jk->nj", scores, components)
