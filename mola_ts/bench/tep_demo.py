@@ -165,8 +165,8 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
     record("MOLA", {f: s["alarm"].to_numpy() for f, s in mola_stats.items()}, fit_s, score_s)
 
     # PCA (Yin 2012) and DPCA
-    for name, model in (("PCA", PCAMonitor(n_components=9)),
-                        ("DPCA", DPCAMonitor(n_lags=2, n_components=0.9))):
+    for name, model in (("PCA", PCAMonitor(n_components=9, limit="parametric")),
+                        ("DPCA", DPCAMonitor(n_lags=2, n_components=0.9, limit="parametric"))):
         start = time.perf_counter()
         model.fit(d00[_YIN_COLUMNS])
         fit_s = time.perf_counter() - start
