@@ -388,6 +388,7 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ stream protocol
     def _stream_init_state(self) -> dict:
+        """A fresh stream's state: an empty lag history (raw samples, oldest first)."""
         return {"history": np.empty((0, len(self.feature_names_)))}
 
     def _stream_step(self, state: dict, values: np.ndarray, monitorable: np.ndarray
@@ -422,6 +423,7 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         return columns, {"history": kept.copy()}
 
     def _stream_check_state(self, state: dict, n_seen: int) -> dict:
+        """A copy of ``state`` after checking its lag history against ``n_seen`` samples."""
         n_vars = len(self.feature_names_)
         expected = (min(int(n_seen), self._lags()), n_vars)
         if not isinstance(state, dict) or "history" not in state:
