@@ -78,14 +78,17 @@ def test_validation_limits_are_held_out_quantiles():
     assert model.spe_limit_ == pytest.approx(np.quantile(held.SPE, 0.99))
 
 
-def test_dpca_lags_do_not_cross_runs_and_leave_the_first_samples_unscored():
+def test_dpca_lags_do_not_cross_runs_and_flag_the_first_samples_as_warmup():
     np.testing.assert_array_equal(_lagged(np.arange(8.0).reshape(4, 2), 1),
                                   [[2, 3, 0, 1], [4, 5, 2, 3], [6, 7, 4, 5]])
     X = _data()
     model = DPCAMonitor(n_lags=2, n_components=3).fit([X.iloc[:150], X.iloc[150:]])
     assert model.n_samples_fit_ == 300 - 2 * 2
     stats = model.statistics(X)
-    assert stats.iloc[:2].T2.isna().all() and stats.iloc[2:].T2.notna().all()
+    # warm-up rows: flagged, finite (0) statistics and score, no alarm
+    np.testing.assert_array_equal(stats.warmup, [1, 1] + [0] * (len(X) - 2))
+    assert (stats.iloc[:2][["T2", "SPE", "score"]] == 0).all().all()
+    assert (stats.iloc[2:].T2 > 0).all() and np.isfinite(stats.to_numpy(float)).all()
     assert (model.predict(X)[:2] == 0).all()
     assert model.components_.shape == (15, 3)
 

@@ -323,9 +323,11 @@ def test_a_constant_column_at_fit_is_named(kind, col, value):
 @PROPERTY
 @given(n=st.integers(0, 53))
 def test_too_few_rows_at_fit_raise(kind, n):
-    # MOLA's tiny setting needs 54 rows; PCA with k = 2 needs 4 rows, DPCA one more
+    # MOLA's tiny setting needs 54 rows; PCA with k = 2 and cross-fitted limits (5 time
+    # blocks) needs 6 rows (each fold model 4 rows, two consecutive out-of-fold rows), DPCA
+    # with one lag 11 (lag windows stay inside each block)
     X = _process(max(n, 1), seed=5).iloc[:n]
-    needed = {"mola": 54, "pca": 4, "dpca": 5}[kind]
+    needed = {"mola": 54, "pca": 6, "dpca": 11}[kind]
     if n >= needed:
         _new(kind).fit(X)
         return
@@ -393,8 +395,14 @@ def test_valid_random_shapes_fit_and_score_without_touching_the_input(kind, n_va
               else {"n_components": 1})
     monitor = clone(_new(kind)).set_params(**params).fit(X)
     scores = monitor.score_samples(X)
-    assert np.isfinite(scores[_min_rows(monitor) - 1:]).all()
-    assert np.isnan(scores[:_min_rows(monitor) - 1]).all()
+    if kind == "mola":
+        assert np.isfinite(scores[_min_rows(monitor) - 1:]).all()
+        assert np.isnan(scores[:_min_rows(monitor) - 1]).all()
+    else:  # PCA monitors: finite scores everywhere, the warm-up flagged and scored 0
+        assert np.isfinite(scores).all()
+        warmup = monitor.statistics(X)["warmup"].to_numpy()
+        np.testing.assert_array_equal(warmup[:_min_rows(monitor) - 1], 1)
+        assert (scores[warmup == 1] == 0).all() and (warmup[_min_rows(monitor) - 1:] == 0).all()
     assert set(np.unique(monitor.predict(X))) <= {0, 1}
     _same(X, before)
 
