@@ -55,8 +55,9 @@ def test_crossfit_limits_carry_over_to_100k_new_normal_samples(fitted, kind):
     far = monitor.predict(_process(100_000, seed=1)).mean()
     assert 0.005 <= far <= 0.02, far
     info = monitor.calibration_
-    assert info["n_folds"] == 5 and info["statistic"] == "either"
-    assert info["n_samples"] == 5000 - 5 * monitor._lags()  # lags stay inside each block
+    assert info["n_folds"] == monitor.n_folds and info["statistic"] == "either"
+    # lags stay inside each block
+    assert info["n_samples"] == 5000 - monitor.n_folds * monitor._lags()
     assert info["effective_samples"] >= 1000 and 0 < info["lag1_autocorrelation"] < 1
 
 

@@ -323,11 +323,11 @@ def test_a_constant_column_at_fit_is_named(kind, col, value):
 @PROPERTY
 @given(n=st.integers(0, 53))
 def test_too_few_rows_at_fit_raise(kind, n):
-    # MOLA's tiny setting needs 54 rows; PCA with k = 2 and cross-fitted limits (5 time
-    # blocks) needs 6 rows (each fold model 4 rows, two consecutive out-of-fold rows), DPCA
-    # with one lag 11 (lag windows stay inside each block)
+    # MOLA's tiny setting needs 54 rows; PCA with k = 2 and cross-fitted limits (2 time
+    # blocks) needs 8 rows (each fold model 4 rows), DPCA with one lag and 3 blocks 8 too
+    # (lag windows stay inside each block)
     X = _process(max(n, 1), seed=5).iloc[:n]
-    needed = {"mola": 54, "pca": 6, "dpca": 11}[kind]
+    needed = {"mola": 54, "pca": 8, "dpca": 8}[kind]
     if n >= needed:
         _new(kind).fit(X)
         return
