@@ -67,8 +67,21 @@ def _runner(module_name: str):
     return importlib.import_module(module_name)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for the docs and tests)."""
+def _selects(argv: Sequence[str] | None, group: str, name: str) -> bool:
+    """Whether ``argv`` runs ``mola-ts GROUP NAME`` (None: build every command)."""
+    if argv is None:
+        return True
+    words = [w for w in argv if not w.startswith("-")]
+    return len(words) >= 2 and words[0] == group and words[1] == name
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests).
+
+    With ``argv`` (the command line about to be parsed) only the runner module of the command
+    it names is imported to add its arguments, so ``mola-ts --version`` and ``--help`` never
+    import torch or the benchmark modules; ``argv=None`` builds every command (for the docs).
+    """
     from . import __version__
     from .bench import BENCHMARKS, DEMOS
 
@@ -101,16 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         grp = sub.add_parser(group, help=help_text)
         grp_sub = grp.add_subparsers(dest="target", required=True)
         for name, (module_name, help_line) in table.items():
-            p = grp_sub.add_parser(name, help=help_line)
-            module = _runner(module_name)
-            module.add_arguments(p)
-            p.set_defaults(func=module.run)
+            p = grp_sub.add_parser(name, help=help_line, description=help_line)
+            if _selects(argv, group, name):
+                module = _runner(module_name)
+                module.add_arguments(p)
+                p.set_defaults(func=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mola-ts`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
