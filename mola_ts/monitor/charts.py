@@ -12,12 +12,16 @@ bit-identical results (``np.einsum`` without BLAS is used for that reason).
   validation stream (spec §3).
 - :func:`t2_limit_f`, :func:`spe_limit_jackson_mudholkar`: the parametric PCA limits of Yin et al.
   (2012), spec §6.
+- :func:`ewma`, :func:`cusum_upper`, :func:`freeze_statistic`: time smoothing of a statistic
+  with an explicit running state (rows that may not advance it keep it), for the residual
+  monitor.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from scipy.signal import lfilter
 
 __all__ = [
     "fit_t2",
@@ -29,6 +33,10 @@ __all__ = [
     "control_limit",
     "t2_limit_f",
     "spe_limit_jackson_mudholkar",
+    "ewma",
+    "cusum_upper",
+    "freeze_statistic",
+    "step_scale",
 ]
 
 
@@ -224,3 +232,79 @@ def spe_limit_jackson_mudholkar(discarded_eigenvalues: np.ndarray, alpha: float)
     inner = (c_alpha * np.sqrt(2.0 * theta2 * h0**2) / theta1 + 1.0
              + theta2 * h0 * (h0 - 1.0) / theta1**2)
     return float(theta1 * inner ** (1.0 / h0))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of equal values of a boolean mask."""
+    if len(mask) == 0:
+        return []
+    edges = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
+    bounds = [0, *edges.tolist(), len(mask)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def ewma(values: np.ndarray, lam: float, start, ok: np.ndarray | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """``s_t = lam x_t + (1 - lam) s_{t-1}`` along axis 0 from ``s_0 = start``.
+
+    Works on a 1-D series or row-wise on a 2-D array (``start`` then one value per column).
+    Rows where ``ok`` is False leave the state unchanged (their output is the state). Returns
+    the smoothed values and the final state. The recursion runs through ``scipy.signal.lfilter``
+    with the state as its initial condition, which computes exactly ``lam x + (1 - lam) s`` row
+    by row: chunks fed one after the other give the bits of one call.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.ones(len(values), dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
+    keep = 1.0 - lam
+    out = np.empty_like(values)
+    state = np.array(start, dtype=np.float64)
+    for a, b in _runs(ok):
+        if ok[a]:
+            out[a:b], _ = lfilter([lam], [1.0, -keep], values[a:b], axis=0,
+                                  zi=(keep * state)[None, ...])
+            state = out[b - 1].copy()
+        else:
+            out[a:b] = state
+    return out, state
+
+
+def cusum_upper(values: np.ndarray, mean: float, sd: float, k: float, start: float,
+                ok: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Upper CUSUM ``s_t = max(0, s_{t-1} + (x_t - mean) / sd - k)`` from ``start``.
+
+    Rows where ``ok`` is False keep the state. Returns the statistic and the final state.
+    """
+    ok = np.ones(len(values), dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
+    out = np.empty(len(values))
+    s = float(start)
+    for i, (v, good) in enumerate(zip(np.asarray(values, dtype=np.float64).tolist(),
+                                      ok.tolist(), strict=True)):
+        if good:
+            s = max(0.0, s + (v - mean) / sd - k)
+        out[i] = s
+    return out, s
+
+
+def step_scale(segments: list[np.ndarray]) -> np.ndarray:
+    """Root-mean-square step ``x_t - x_{t-1}`` of each variable over the segments.
+
+    A variable that never moves gets 1 (it is a constant column, refused elsewhere).
+    """
+    steps = [np.diff(seg, axis=0) for seg in segments if len(seg) > 1]
+    rms = np.sqrt(np.mean(np.concatenate(steps) ** 2, axis=0))
+    return np.where(rms > 0, rms, 1.0)
+
+
+def freeze_statistic(moves: np.ndarray, lam: float, start: np.ndarray,
+                     ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``max_j -log v_j`` with ``v = EWMA(m^2)`` per variable of the scaled steps ``moves``.
+
+    ``moves`` (n, variables) are steps ``x_t - x_{t-1}`` over each variable's training
+    root-mean-square step (:func:`step_scale`), so ``v`` is about 1 in control and decays
+    geometrically towards 0 when a variable stops moving (a stuck valve or a frozen sensor).
+    Returns the statistic and the final ``v``.
+    """
+    v, state = ewma(np.asarray(moves, dtype=np.float64) ** 2, lam, start, ok)
+    with np.errstate(divide="ignore"):
+        stat = (-np.log(np.maximum(v, 1e-300))).max(axis=1) if len(v) else np.empty(0)
+    return stat, state

@@ -152,11 +152,8 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     validation_fraction : float, default=0.3
         Used by ``limit="validation"`` only.
     n_folds : int, default=2
-        Time-block folds of ``limit="crossfit"`` (>= 2). Fewer folds fit each fold model on less
-        data, which leaves the out-of-fold statistics, and so the limit, more conservative.
-        Chosen on the TEP training data only (rule: the highest mean detection rate on the 18
-        detectable fault training runs with at most alpha / 2 alarms on the practically normal
-        training runs d03, d09, d15): PCA K = 2 (0.49 % there), DPCA K = 3.
+        Time-block folds of ``limit="crossfit"`` (>= 2); fewer folds leave the limit more
+        conservative. Chosen on TEP training runs only (docs/concepts/monitoring.md).
 
     Attributes
     ----------
@@ -481,7 +478,7 @@ class DPCAMonitor(PCAMonitor):
         As in :class:`PCAMonitor`; the default keeps 95 % of the variance of the augmented
         variables (capped below their number).
     n_folds : int, default=3
-        As in :class:`PCAMonitor` (chosen by the same rule on the TEP training runs).
+        As in :class:`PCAMonitor`.
     statistic, limit, alpha, validation_fraction :
         As in :class:`PCAMonitor` (``limit="crossfit"`` by default).
     """

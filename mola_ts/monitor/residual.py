@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.signal import lfilter
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -28,6 +27,7 @@ from ..data import time_block_folds
 from ..persistence import SaveLoadMixin
 from .base import MonitorMixin, check_finite_scale, validate_fit_runs
 from .calibration import calibrated_limit, finite_scores
+from .charts import cusum_upper, ewma, freeze_statistic, step_scale
 from .predictor import PREDICTORS, MLPPredictor, RidgeVAR, lag_matrix, make_predictor
 from .stream import MonitorStream
 
@@ -217,7 +217,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             check_finite_scale(mean, scale, runs.columns, " in a cross-fit fold")
             model = self._new_predictor().fit(
                 [(values[s.run][s.start:s.stop] - mean) / scale for s in fold.fit])
-            step_scale = _step_scale([values[s.run][s.start:s.stop] for s in fold.fit])
+            fold_steps = step_scale([values[s.run][s.start:s.stop] for s in fold.fit])
             parts = []
             for s in fold.held_out:
                 run = (values[s.run] - mean) / scale
@@ -230,7 +230,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                 e = z[p:] - model.predict_lagged(lag_matrix(z, p))
                 parts.append(e * scale)
                 raw = values[s.run][start:s.stop]
-                oof_moves.append((raw[p:] - raw[p - 1:-1]) / step_scale)
+                oof_moves.append((raw[p:] - raw[p - 1:-1]) / fold_steps)
             oof_raw.append(parts)
         all_rows = np.concatenate(values)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -257,7 +257,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self.t2_std_ = float(np.std(t2_all, ddof=1)) if len(t2_all) > 1 else 1.0
         if not self.t2_std_ > 0:
             self.t2_std_ = 1.0
-        self.step_scale_ = _step_scale(values)
+        self.step_scale_ = step_scale(values)
         smoothed = [self._smooth(t2, self._initial_smooth(), np.ones(len(t2), dtype=bool))[0]
                     for t2 in t2_parts]
         self.limits_ = {"T2_smoothed": _quantile(smoothed, self.alpha)}
@@ -295,50 +295,16 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     def _smooth(self, t2: np.ndarray, start: float, ok: np.ndarray
                 ) -> tuple[np.ndarray, float]:
         """The smoothed statistic of ``t2`` from the state ``start``; rows not ``ok`` keep it."""
-        out = np.empty(len(t2))
-        s = float(start)
         if self.smoothing == "none":
-            out[:] = np.where(ok, t2, s)
-            return out, s
-        lam = float(self.ewma_lambda)
-        keep = 1.0 - lam
-        if self.smoothing == "ewma":  # lfilter's recursion is s = lam v + keep s, row by row
-            for a, b in _runs(ok):
-                if ok[a]:
-                    out[a:b], _ = lfilter([lam], [1.0, -keep], t2[a:b], zi=[keep * s])
-                    s = float(out[b - 1])
-                else:
-                    out[a:b] = s
-            return out, s
-        m, sd, kk = self.t2_mean_, self.t2_std_, float(self.cusum_k)
-        for i, (v, good) in enumerate(zip(t2.tolist(), ok.tolist(), strict=True)):
-            if good:
-                s = max(0.0, s + (v - m) / sd - kk)
-            out[i] = s
-        return out, s
+            return np.where(ok, t2, float(start)), float(start)
+        if self.smoothing == "ewma":
+            out, state = ewma(t2, float(self.ewma_lambda), float(start), ok)
+            return out, float(state)
+        return cusum_upper(t2, self.t2_mean_, self.t2_std_, float(self.cusum_k), start, ok)
 
     def _freeze(self, moves: np.ndarray, start: np.ndarray, ok: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """The freeze statistic ``max_j -log v_j`` of scaled steps ``moves`` and the final ``v``.
-
-        ``v = EWMA(m^2)`` per variable from ``start``, ``m`` the step ``x_t - x_{t-1}`` over the
-        variable's root-mean-square training step; rows not ``ok`` leave it unchanged.
-        """
-        lam = float(self.freeze_lambda)
-        keep = 1.0 - lam
-        r2 = moves ** 2
-        v = np.empty_like(r2)
-        state = np.array(start, dtype=np.float64)
-        for a, b in _runs(ok):
-            if ok[a]:
-                v[a:b], zf = lfilter([lam], [1.0, -keep], r2[a:b], axis=0,
-                                     zi=(keep * state)[None, :])
-                state = v[b - 1].copy()
-            else:
-                v[a:b] = state
-        with np.errstate(divide="ignore"):
-            stat = (-np.log(np.maximum(v, 1e-300))).max(axis=1) if len(v) else np.empty(0)
-        return stat, state
+        return freeze_statistic(moves, float(self.freeze_lambda), start, ok)
 
     def _combine(self, smoothed: np.ndarray, frozen: np.ndarray) -> np.ndarray:
         return np.maximum(smoothed / self.limits_["T2_smoothed"], frozen / self.limits_["freeze"])
@@ -488,25 +454,6 @@ def _quantile(parts: list[np.ndarray], alpha: float) -> float:
     """The (1 - alpha) quantile of the pooled parts (floored at the smallest positive float)."""
     value = float(np.quantile(np.concatenate(parts), 1.0 - alpha))
     return value if value > 0 else float(np.finfo(np.float64).tiny)
-
-
-def _step_scale(segments: list[np.ndarray]) -> np.ndarray:
-    """Root-mean-square step ``x_t - x_{t-1}`` of each variable over the segments (raw units).
-
-    A variable that never moves gets 1 (it is a constant column, refused elsewhere).
-    """
-    steps = [np.diff(seg, axis=0) for seg in segments if len(seg) > 1]
-    rms = np.sqrt(np.mean(np.concatenate(steps) ** 2, axis=0))
-    return np.where(rms > 0, rms, 1.0)
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the runs of equal values of a boolean mask."""
-    if len(mask) == 0:
-        return []
-    edges = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
-    bounds = [0, *edges.tolist(), len(mask)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _precision(residuals: np.ndarray) -> np.ndarray:
