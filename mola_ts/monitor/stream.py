@@ -20,6 +20,7 @@ A monitor's ``statistics(X)`` is a fresh stream fed the whole run, so batch and 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -36,19 +37,17 @@ STALE_POLICIES = ("flag", "raise")
 _COMMON_KEYS = ("n_seen", "last_value", "hold_count", "last_time")
 
 
+# the monitors a stream file may hold: class name -> module (imported only when loading)
+_MONITOR_MODULES = {"MOLAMonitor": "mola_ts.monitor.mola", "PCAMonitor": "mola_ts.monitor.pca",
+                    "DPCAMonitor": "mola_ts.monitor.pca",
+                    "ResidualMonitor": "mola_ts.monitor.residual"}
+
+
 def _monitor_class(name: str):
     """The monitor class saved under ``name`` (only the toolkit's own monitors)."""
-    from . import DPCAMonitor, MOLAMonitor, PCAMonitor
-
-    known = {c.__name__: c for c in (MOLAMonitor, PCAMonitor, DPCAMonitor)}
-    try:
-        from . import ResidualMonitor
-        known["ResidualMonitor"] = ResidualMonitor
-    except ImportError:  # pragma: no cover - the residual monitor always ships
-        pass
-    if name not in known:
-        raise ValueError(f"unknown monitor class {name!r} (known: {sorted(known)})")
-    return known[name]
+    if name not in _MONITOR_MODULES:
+        raise ValueError(f"unknown monitor class {name!r} (known: {sorted(_MONITOR_MODULES)})")
+    return getattr(importlib.import_module(_MONITOR_MODULES[name]), name)
 
 
 class MonitorStream:
