@@ -108,6 +108,8 @@ def test_train_rejects_an_unknown_config_field_by_name():
         dataclasses.replace(TrainConfig(), lr_rate=0.1)
     with pytest.raises(TypeError, match="config must be a TrainConfig, a mapping.*got int"):
         train(nn.Linear(3, 1), (x, y), _mse, 3)
+    with pytest.raises(TypeError, match="'epochs'"):  # the settings are no keywords of train
+        train(nn.Linear(3, 1), (x, y), _mse, epochs=3)
 
 
 @pytest.mark.parametrize("field, value", [

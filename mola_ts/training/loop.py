@@ -3,8 +3,9 @@
 Owns the epoch loop: seeded mini-batch steps with the configured optimizer and per-epoch
 schedule, validation after every epoch, early stopping with restored best weights,
 checkpoints, callbacks, the progress bar, and :class:`NonFiniteLossError` on a NaN/inf loss.
-What it reads (:mod:`.batches`), how it is configured (:mod:`.config`), when it stops
-(:mod:`.stopping`) and how it runs distributed (:mod:`.distributed`) live next door.
+What it reads (:mod:`~mola_ts.training.batches`), how it is configured
+(:mod:`~mola_ts.training.config`), when it stops (:mod:`~mola_ts.training.stopping`) and how it
+runs distributed (:mod:`~mola_ts.training.distributed`) live next door.
 """
 
 from __future__ import annotations
