@@ -8,8 +8,10 @@ Owns everything that knows of ``torch.distributed``:
   distributed, and :class:`Replicas`, the per-call state of a distributed run: its process group,
   the DDP wrapper, the sharding of the training data and the collectives the loop needs.
 
-No state outlives a ``train`` call here: each call connects to the launch's store, creates its
-process group (when none exists) and destroys it at the end. See ``docs/scale_out.md``.
+The module keeps no state of its own: each ``train`` call connects to the launch's store,
+creates its process group (when none exists) and destroys it at the end; the one trace a call
+leaves is the count of groups created, kept in the launch's store (it keys the next group).
+See ``docs/scale_out.md``.
 """
 
 from __future__ import annotations
