@@ -2,12 +2,13 @@
 
 Run by the test as ``python -m torch.distributed.run --nproc-per-node 2 tests/distributed_worker.py
 OUT scenario...``; every rank writes what it saw to ``OUT/<scenario>_rank<r>.pt`` (the test's own
-record, not a checkpoint). Each ``build_*`` function returns the model, data and ``train`` keywords
-so that the test can run the same training in a single process.
+record, not a checkpoint). Each ``build_*`` function returns the model, data, loss and
+``TrainConfig`` so that the test can run the same training in a single process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from mola_ts.forecast import MoLAForecaster
 from mola_ts.monitor import MOLAMonitor
 from mola_ts.training import (
     NonFiniteLossError,
+    TrainConfig,
     get_rank,
     get_world_size,
     is_distributed,
     is_main_process,
     train,
+    unwrap_model,
 )
 
 
@@ -69,17 +72,18 @@ def mse_forward(model, batch):
 
 
 def mse_method(model, batch):
+    """A loss that bypasses the wrapper: the loop must average the gradients itself."""
     x, y = batch
-    return nn.functional.mse_loss(model.predict_step(x), y)
+    return nn.functional.mse_loss(unwrap_model(model).predict_step(x), y)
 
 
 def build_exact(loss_fn=mse_forward):
     """Unshuffled: each global batch of 16 is exactly two rank batches of 8."""
     torch.manual_seed(0)
     model = RoutedRegressor()
-    kwargs = dict(loss_fn=loss_fn, val_data=regression_data(40, 1), epochs=4, batch_size=16,
-                  lr=0.02, shuffle=False, patience=None, random_state=0)
-    return model, regression_data(64, 0), kwargs
+    config = TrainConfig(epochs=4, batch_size=16, lr=0.02, shuffle=False, patience=None,
+                         random_state=0)
+    return model, regression_data(64, 0), loss_fn, config, regression_data(40, 1)
 
 
 def build_method():
@@ -107,9 +111,9 @@ class WindowMLP(nn.Module):
 def build_shuffled():
     """Shuffled windows (a Dataset with get_batch), global batch 32, trained to convergence."""
     torch.manual_seed(0)
-    kwargs = dict(loss_fn=mse_forward, val_data=window_data(150, 1), epochs=12, batch_size=32,
-                  lr=3e-3, shuffle=True, patience=None, random_state=0)
-    return WindowMLP(), window_data(400, 0), kwargs
+    config = TrainConfig(epochs=12, batch_size=32, lr=3e-3, shuffle=True, patience=None,
+                         random_state=0)
+    return WindowMLP(), window_data(400, 0), mse_forward, config, window_data(150, 1)
 
 
 class NormedRegressor(nn.Module):
@@ -128,22 +132,21 @@ def build_stopping():
     """Validation targets of opposite sign: validation worsens early, so training stops."""
     torch.manual_seed(0)
     x, y = regression_data(96, 0)
-    kwargs = dict(loss_fn=mse_forward, val_data=(x[:40], -y[:40]), epochs=30, batch_size=16,
-                  lr=0.05, patience=2, shuffle=True, random_state=None)
-    return NormedRegressor(), (x, y), kwargs
+    config = TrainConfig(epochs=30, batch_size=16, lr=0.05, patience=2, shuffle=True,
+                         random_state=None)
+    return NormedRegressor(), (x, y), mse_forward, config, (x[:40], -y[:40])
 
 
 def _run_exact(out: Path, rank: int, build) -> dict:
-    model, data, kwargs = build()
+    model, data, loss_fn, config, val_data = build()
     seen: list[torch.Tensor] = []
-    loss_fn = kwargs.pop("loss_fn")
 
     def recording_loss(net, batch):
         if net.training:
             seen.append(batch[0][:, 0].clone())
         return loss_fn(net, batch)
 
-    result = train(model, data, loss_fn=recording_loss, **kwargs)
+    result = train(model, data, recording_loss, config, val_data=val_data)
     return {"state": model.state_dict(), "history": result.history, "seen": seen}
 
 
@@ -160,23 +163,23 @@ class RecordingWindows(WindowDataset):
 
 
 def _run_shuffled(out: Path, rank: int) -> dict:
-    model, data, kwargs = build_shuffled()
+    model, data, loss_fn, config, val_data = build_shuffled()
     data = RecordingWindows(data.series.numpy(), data.lookback, data.horizon)
-    result = train(model, data, **kwargs)
+    result = train(model, data, loss_fn, config, val_data=val_data)
     return {"state": model.state_dict(), "history": result.history, "fetched": data.fetched}
 
 
 def _run_stopping(out: Path, rank: int) -> dict:
-    model, data, kwargs = build_stopping()
+    model, data, loss_fn, config, val_data = build_stopping()
     seen_main = []
-    result = train(model, data, checkpoint_path=out / f"stopping_ckpt_rank{rank}.pt",
-                   callbacks=[lambda epoch, record, m: seen_main.append(is_main_process())],
-                   **kwargs)
+    config = dataclasses.replace(config, checkpoint_path=out / f"stopping_ckpt_rank{rank}.pt")
+    result = train(model, data, loss_fn, config, val_data=val_data,
+                   callbacks=[lambda epoch, record, m: seen_main.append(is_main_process())])
     first = {k: v.clone() for k, v in model.state_dict().items()}
     # a second call in the same process (foundation, then adaptation of the head alone)
     model.body.requires_grad_(False)
-    second = train(model, data, loss_fn=mse_forward, epochs=2, batch_size=16, lr=0.01,
-                   patience=None, random_state=1)
+    second = train(model, data, mse_forward,
+                   TrainConfig(epochs=2, batch_size=16, lr=0.01, patience=None, random_state=1))
     second_state = {k: v.clone() for k, v in model.state_dict().items()}
     # after training, a plain local backward: no DDP hook may linger on the parameters
     x, y = regression_data(8, 10 + rank)
@@ -197,7 +200,7 @@ def _run_nonfinite(out: Path, rank: int) -> dict:
     model = nn.Linear(4, 1)
     error = None
     try:
-        train(model, (x, bad_y), loss_fn=mse_forward, epochs=2, batch_size=8, shuffle=False)
+        train(model, (x, bad_y), mse_forward, TrainConfig(epochs=2, batch_size=8, shuffle=False))
     except NonFiniteLossError as exc:
         error = str(exc)
     # the failed call stopped between DDP's forward and backward: a local backward must stay
@@ -205,7 +208,7 @@ def _run_nonfinite(out: Path, rank: int) -> dict:
     model.zero_grad()
     mse_forward(model, regression_data(8, 10 + rank)).backward()
     local_grad = model.weight.grad.clone()
-    train(model, (x, y), loss_fn=mse_forward, epochs=2, batch_size=8, patience=None)
+    train(model, (x, y), mse_forward, TrainConfig(epochs=2, batch_size=8, patience=None))
     return {"error": error, "local_grad": local_grad, "state": model.state_dict()}
 
 

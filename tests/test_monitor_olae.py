@@ -9,7 +9,7 @@ from mola_ts.monitor.olae import (
     olae_loss,
     weight_orthogonality,
 )
-from mola_ts.training import train
+from mola_ts.training import TrainConfig, train
 
 
 def _windows(n=240, w=6, c=4, seed=0):
@@ -31,8 +31,8 @@ def test_orthogonality_penalty_decreases_in_training(target, measure):
     model = OLAE(4, 12, 3, 6)
     with torch.no_grad():
         before = float(measure(model, x))
-    train(model, (x,), loss_fn=lambda m, b: olae_loss(m, b[0], 1.0, target)[0], epochs=15,
-          batch_size=60, lr=1e-2, patience=None, random_state=0)
+    train(model, (x,), lambda m, b: olae_loss(m, b[0], 1.0, target)[0],
+          TrainConfig(epochs=15, batch_size=60, lr=1e-2, patience=None, random_state=0))
     with torch.no_grad():
         after = float(measure(model, x))
     assert after < 0.5 * before

@@ -27,7 +27,7 @@ from mola_ts.nn import (
     uniform_plan,
 )
 from mola_ts.nn.lora import _HardPrefixMask
-from mola_ts.training import train
+from mola_ts.training import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -228,8 +228,8 @@ def test_guilomo_search_changes_gsvs_yields_plan_that_rebuilds_and_trains():
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
     start = float(_mse(model, (x, y)).detach())
-    train(model, (x, y), loss_fn=_mse, epochs=15, batch_size=32, lr=1e-2, patience=None,
-          random_state=0)
+    train(model, (x, y), _mse,
+          TrainConfig(epochs=15, batch_size=32, lr=1e-2, patience=None, random_state=0))
     assert float(_mse(model, (x, y)).detach()) < 0.8 * start
 
 

@@ -22,13 +22,14 @@ import torch
 from filelock import FileLock
 
 from mola_ts.training import (
-    _Replicas,
+    TrainConfig,
     get_rank,
     get_world_size,
     is_distributed,
     is_main_process,
     train,
 )
+from mola_ts.training.distributed import Replicas
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 SCENARIOS = ("exact", "method", "shuffled", "stopping", "nonfinite", "mola", "monitor")
@@ -93,8 +94,8 @@ def assert_same_state(a, b):
 
 
 def single_process(build):
-    model, data, kwargs = build()
-    return model, train(model, data, **kwargs)
+    model, data, loss_fn, config, val_data = build()
+    return model, train(model, data, loss_fn, config, val_data=val_data)
 
 
 @pytest.mark.parametrize("scenario, build", [("exact", worker.build_exact),
@@ -235,34 +236,35 @@ def test_launch_errors_name_what_is_missing(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValueError, match="not launched by torchrun"):
-        train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward, distributed=True)
+        train(torch.nn.Linear(4, 1), (x, y), worker.mse_forward, TrainConfig(distributed=True))
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")  # a world of one without a rendezvous: one process
-    train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward, epochs=1)
+    train(torch.nn.Linear(4, 1), (x, y), worker.mse_forward, TrainConfig(epochs=1))
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT is not"):
-        train(torch.nn.Linear(4, 1), (x, y), loss_fn=worker.mse_forward)
+        train(torch.nn.Linear(4, 1), (x, y), worker.mse_forward)
 
 
 def test_distributed_false_trains_this_process_alone_under_a_launch(monkeypatch):
     x, y = worker.regression_data(32, 0)
     torch.manual_seed(0)
     reference = torch.nn.Linear(4, 1)
-    expected = train(reference, (x, y), loss_fn=worker.mse_forward, epochs=2).history
+    expected = train(reference, (x, y), worker.mse_forward, TrainConfig(epochs=2)).history
     # a launch whose peers do not exist: any attempt to connect would fail or hang
     for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
                         ("MASTER_PORT", "9")):
         monkeypatch.setenv(name, value)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
-    result = train(model, (x, y), loss_fn=worker.mse_forward, epochs=2, distributed=False)
+    result = train(model, (x, y), worker.mse_forward,
+                   TrainConfig(epochs=2, distributed=False))
     assert result.history == expected
     assert torch.equal(model.weight, reference.weight)
     assert not torch.distributed.is_initialized()
 
 
 def test_global_batch_is_split_over_the_ranks_rounding_up():
-    replicas = object.__new__(_Replicas)
+    replicas = object.__new__(Replicas)
     replicas.rank, replicas.world_size = 0, 4
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -5,7 +5,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
-from mola_ts.training import train
+from mola_ts.training import TrainConfig, train
 from mola_ts.uncertainty import LaplaceMixture, LastLayerLaplace
 
 
@@ -19,8 +19,8 @@ def ensemble():
     for seed in range(3):
         torch.manual_seed(seed)
         net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
-        train(net, (X, y), loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), epochs=40,
-              batch_size=50, lr=1e-2, random_state=seed)
+        train(net, (X, y), lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
+              TrainConfig(epochs=40, batch_size=50, lr=1e-2, random_state=seed))
         models.append(net)
     return models, X, y
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..nn import LoRAMoEConfig, collect_aux, inject, lora_layers, parameter_report, routing
 from ..nn.routers import MASKED_LOGIT
-from ..training import evaluate, resolve_device, seed_everything
+from ..training import evaluate, resolve_device, seed_everything, unwrap_model
 from .backbones import InstanceNorm
 from .neural import DirectForecaster, NeuralForecaster, _check_int
 
@@ -502,15 +502,17 @@ class MoLAForecaster(NeuralForecaster):
                               self._targets(network), adapter=self.adapter,
                               router_features=self._router_features, random_state=seed)
 
-    def _loss(self, model: SegmentAdapter, batch) -> torch.Tensor:
+    def _loss(self, model: nn.Module, batch) -> torch.Tensor:
+        # model: the SegmentAdapter, or its DDP wrapper under torchrun (forward through it)
+        adapter: SegmentAdapter = unwrap_model(model)
         x, y = batch
-        segments = model.active_segments()
-        k, n = model.n_segments, len(segments)
+        segments = adapter.active_segments()
+        k, n = adapter.n_segments, len(segments)
         out = model(x, segments.to(x.device))
         target = y.reshape(y.shape[0], k, -1, y.shape[2])[:, segments].reshape(out.shape)
         loss = _segment_mse(out, target, n).sum()
-        if model.dynamic:
-            loss = loss + collect_aux(model.network).loss
+        if adapter.dynamic:
+            loss = loss + collect_aux(adapter.network).loss
         return loss
 
     @staticmethod

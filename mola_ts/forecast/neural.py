@@ -52,7 +52,13 @@ from torch import nn
 
 from ..data import WindowDataset
 from ..persistence import SaveLoadMixin
-from ..training import preserve_global_rng, resolve_device, seed_everything, train
+from ..training import (
+    TrainConfig,
+    preserve_global_rng,
+    resolve_device,
+    seed_everything,
+    train,
+)
 from ..uncertainty import GaussianMixture, LastLayerLaplace
 from .backbones import InstanceNorm, make_backbone
 from .base import BaseForecaster
@@ -272,13 +278,14 @@ class NeuralForecaster(SaveLoadMixin, BaseForecaster):
 
     def _run_train(self, module: nn.Module, train_set, val_set, *, loss_fn, val_fn, epochs: int,
                    lr: float, patience, stopper=None, random_state="params"):
-        return train(
-            module, train_set, loss_fn=loss_fn, val_data=val_set, val_fn=val_fn, epochs=epochs,
-            batch_size=self.batch_size, lr=lr, scheduler=self.lr_schedule,
-            patience=patience, stopper=stopper, device=self.device,
+        config = TrainConfig(
+            epochs=epochs, batch_size=self.batch_size, lr=lr, scheduler=self.lr_schedule,
+            patience=patience, device=self.device,
             random_state=self.random_state if random_state == "params" else random_state,
             verbose=self.verbose,
         )
+        return train(module, train_set, loss_fn, config, val_data=val_set, val_fn=val_fn,
+                     stopper=stopper)
 
     def _set_timings(self) -> None:
         """Training-time attributes from the per-member times (after fit or sub_ensemble)."""

@@ -489,11 +489,12 @@ default="auto"
 
         train_data = (torch.from_numpy(np.ascontiguousarray(train_windows, dtype=np.float32)),)
         val_data = (torch.from_numpy(np.ascontiguousarray(val_windows, dtype=np.float32)),)
-        result = train(model, train_data, loss_fn=loss_fn, val_data=val_data, val_fn=val_fn,
-                       epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                       patience=self.patience, device=self.device, random_state=seed,
-                       drop_last=len(train_windows) > self.batch_size,
-                       eval_batch_size=max(len(val_windows), 1))
+        result = train(model, train_data, loss_fn,
+                       {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                        "patience": self.patience, "device": self.device, "random_state": seed,
+                        "drop_last": len(train_windows) > self.batch_size,
+                        "eval_batch_size": max(len(val_windows), 1)},
+                       val_data=val_data, val_fn=val_fn)
         model.cpu()
         state = {k: v.detach().double().numpy().copy() for k, v in model.state_dict().items()}
         history = [{k: float(v) for k, v in rec.items()} for rec in result.history]

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..training import unwrap_model
+
 __all__ = [
     "OLAE",
     "ORTHO_TARGETS",
@@ -75,15 +77,19 @@ def weight_orthogonality(weight: torch.Tensor) -> torch.Tensor:
 
 def olae_loss(model: OLAE, x: torch.Tensor, ortho_weight: float, ortho_target: str
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, reconstruction MSE, orthogonality penalty)`` of one batch of windows."""
+    """``(loss, reconstruction MSE, orthogonality penalty)`` of one batch of windows.
+
+    ``model`` may be the OLAE's DDP wrapper (the loss of a torchrun launch): the forward runs
+    through it, the code weights are read from the module inside.
+    """
     recon, z = model(x)
     mse = torch.mean((recon - x) ** 2)
     if ortho_target == "codes":
         ortho = code_orthogonality(z)
     elif ortho_target == "weights":
-        ortho = weight_orthogonality(model.to_code.weight)
+        ortho = weight_orthogonality(unwrap_model(model).to_code.weight)
     elif ortho_target == "both":
-        ortho = code_orthogonality(z) + weight_orthogonality(model.to_code.weight)
+        ortho = code_orthogonality(z) + weight_orthogonality(unwrap_model(model).to_code.weight)
     else:
         raise ValueError(f"ortho_target must be one of {ORTHO_TARGETS}, got {ortho_target!r}")
     return mse + ortho_weight * ortho, mse, ortho

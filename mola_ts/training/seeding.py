@@ -1,0 +1,96 @@
+"""Seeds, the caller's random streams, and the device of a training run.
+
+Owns :func:`seed_everything` (one seed for Python, NumPy and torch, plus the generator that
+shuffles the batches), :func:`preserve_global_rng` (a fit leaves the caller's random streams as
+they were) and :func:`resolve_device` (``"auto"``: CUDA when available, else CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "preserve_global_rng", "resolve_device"]
+
+
+def seed_everything(random_state: int | np.random.RandomState | None) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch Generator for data shuffling.
+
+    Parameters
+    ----------
+    random_state : int, numpy RandomState or None
+        The seed. ``None`` draws a fresh seed (non-reproducible), like scikit-learn's
+        ``random_state=None``; a RandomState draws the seed from itself.
+
+    Returns
+    -------
+    torch.Generator
+        A CPU generator seeded with the same seed (``initial_seed()`` returns it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mola_ts.training import seed_everything
+    >>> a = torch.randperm(5, generator=seed_everything(0))
+    >>> b = torch.randperm(5, generator=seed_everything(0))
+    >>> bool(torch.equal(a, b))
+    True
+    """
+    if random_state is None:
+        random_state = int(np.random.SeedSequence().entropy % (2**31))
+    if isinstance(random_state, np.random.RandomState):
+        random_state = int(random_state.randint(0, 2**31 - 1))
+    seed = int(random_state)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds legacy global users too
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserve_global_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random states on exit.
+
+    A seeded fit reseeds the global generators (:func:`seed_everything`); wrapped in this, it
+    leaves the caller's random streams as they were, so fitting a model does not change what
+    the user's own code draws next.
+    """
+    py_state = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global state is what we keep
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and \
+        torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)  # noqa: NPY002
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The torch device to train on.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"`` or None: CUDA when available, else CPU; otherwise the device asked for.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        When CUDA is asked for but not available.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available")
+    return device
