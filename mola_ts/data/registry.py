@@ -59,23 +59,11 @@ class DatasetInfo:
     extra: dict = field(default_factory=dict)
 
 
-def _ltsf(name: str, path: str, url: str | None, sha256: str | None, *, licence: str,
-          citation: str, frequency: str, split: str, lookback: int = 96,
-          horizons: tuple[int, ...] = (96, 192, 336, 720), n_rows: int | None = None,
-          description: str = "", source: str = "") -> DatasetInfo:
-    return DatasetInfo(
-        name=name,
-        files=(RemoteFile(path=path, url=url, sha256=sha256),),
-        licence=licence,
-        citation=citation,
-        frequency=frequency,
-        lookback=lookback,
-        horizons=horizons,
-        split=split,
-        n_rows=n_rows,
-        description=description,
-        source=source,
-    )
+def _ltsf(name: str, path: str, url: str | None, sha256: str | None, **card) -> DatasetInfo:
+    """A one-file long-term-forecasting dataset: lookback 96 and horizons 96..720 unless the
+    ``card`` (the other :class:`DatasetInfo` fields) says otherwise."""
+    card = {"lookback": 96, "horizons": (96, 192, 336, 720), **card}
+    return DatasetInfo(name=name, files=(RemoteFile(path=path, url=url, sha256=sha256),), **card)
 
 
 DATASETS: dict[str, DatasetInfo] = {
