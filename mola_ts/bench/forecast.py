@@ -19,7 +19,7 @@ import argparse
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..training import is_distributed, is_main_process
 
-__all__ = ["add_arguments", "run", "PUBLISHED", "DatasetPlan", "plan_for", "run_benchmark"]
+__all__ = ["add_arguments", "run", "PUBLISHED", "DatasetPlan", "plan_for", "run_benchmark",
+           "BenchSettings"]
 
 # Spec §4: mean of the four horizons, lookback 96 (MSE, MAE).
 PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
@@ -222,17 +223,41 @@ def _val_mse(model) -> float:
     return float(min(losses)) if losses else float("nan")
 
 
+@dataclass(frozen=True)
+class BenchSettings:
+    """How :func:`run_benchmark` trains and runs (every field is also a keyword of it)."""
+
+    quick: bool = False
+    seed: int = 2023
+    segment_length: int | None = None
+    device: str = "cpu"
+    data_home: str | os.PathLike | None = None
+    foundation_lr: float | None = None
+    foundation_epochs: int = 5
+    foundation_patience: int = 2
+    jobs: int = 1
+
+
 def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | os.PathLike,
-                  quick: bool = False, seed: int = 2023, segment_length: int | None = None,
-                  device: str = "cpu", data_home=None, foundation_lr: float | None = None,
-                  foundation_epochs: int = 5, foundation_patience: int = 2, jobs: int = 1,
-                  log=_print) -> pd.DataFrame:
+                  settings: BenchSettings | None = None, log=_print, **overrides
+                  ) -> pd.DataFrame:
     """Run the benchmark, write ``results.csv`` and ``results.md`` under ``out``; return rows.
 
-    ``jobs > 1`` fits the (model, horizon) pairs of a dataset in that many spawned worker
-    processes (one torch thread each) once its MoLA foundation is trained; the rows are the
-    same as a serial run's (every model is seeded), only the wall time changes.
+    ``settings`` (a :class:`BenchSettings`) or its fields as keywords (``quick=True``,
+    ``jobs=2``, ...) say how. ``jobs > 1`` fits the (model, horizon) pairs of a dataset in that
+    many spawned worker processes (one torch thread each) once its MoLA foundation is trained;
+    the rows are the same as a serial run's (every model is seeded), only the wall time changes.
     """
+    try:
+        settings = replace(settings or BenchSettings(), **overrides)
+    except TypeError as exc:
+        raise TypeError(f"run_benchmark: {exc} (the settings are the fields of "
+                        "BenchSettings)") from None
+    quick, seed, segment_length = settings.quick, settings.seed, settings.segment_length
+    device, data_home, jobs = settings.device, settings.data_home, settings.jobs
+    foundation_lr = settings.foundation_lr
+    foundation_epochs, foundation_patience = (settings.foundation_epochs,
+                                              settings.foundation_patience)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     if jobs > 1 and is_distributed():
