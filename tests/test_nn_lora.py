@@ -7,6 +7,7 @@ import copy
 import io
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -415,6 +416,18 @@ def test_input_validation():
         LoRAMoEConfig(n_experts=0)
     with pytest.raises(ValueError, match="dropout"):
         LoRAMoEConfig(dropout=1.0)
+    with pytest.raises(TypeError, match="n_experts"):
+        LoRAMoEConfig(n_experts=2.5)
+    with pytest.raises(TypeError, match="top_k"):
+        LoRAMoEConfig(top_k=True)  # a bool is not a count
+    with pytest.raises(ValueError, match="alpha"):
+        LoRAMoEConfig(alpha=float("nan"))
+    with pytest.raises(ValueError, match="alpha"):
+        LoRAMoEConfig(alpha=0.0)
+    with pytest.raises(TypeError, match="rank"):
+        LoRAMoEConfig(n_experts=2, rank=(2, "4"))
+    cfg = LoRAMoEConfig(n_experts=np.int64(3), rank=[np.int64(2)] * 3)
+    assert type(cfg.n_experts) is int and all(type(r) is int for r in cfg.ranks)
     x = torch.randn(2, 4)
     x_copy = x.clone()
     layer(x)

@@ -39,7 +39,7 @@ from .routers import MASKED_LOGIT, LambdaMLP, Router, build_router
 
 __all__ = ["LoRAMoE", "Route"]
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds tensors
 class Route:
     """Per-sample routing inputs of one forward, validated once for every layer.
 
