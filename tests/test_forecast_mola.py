@@ -234,14 +234,14 @@ def test_ldmole_gates_vary_with_the_window_and_the_segment():
     assert first.shape == (8, 2) and not np.allclose(first.to_numpy(), mola.predict().to_numpy())
 
 
-@pytest.mark.parametrize("kind", ["mola", "ldmole"])
+@pytest.mark.parametrize("kind", ["mola", "lora", "ldmole"])
 def test_fitted_forecaster_pickles_and_joblib_round_trips_after_predict(tmp_path, kind):
     import pickle
 
     import joblib
 
     y = _frame()
-    extra = {"router": "ldmole"} if kind == "ldmole" else {}
+    extra = {"lora": {"adapter": "lora"}, "ldmole": {"router": "ldmole"}}.get(kind, {})
     mola = MoLAForecaster(24, 8, segment_length=4, backbone_params=SMALL, n_experts=2, rank=2,
                           epochs=1, foundation_epochs=1, random_state=0, **extra).fit(y)
     expected = mola.predict()
