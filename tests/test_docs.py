@@ -63,7 +63,7 @@ def test_api_reference_is_generated_from_the_docstrings(site):
     assert "MoLAForecaster" in forecast and "segment_length" in forecast
     assert "foundation_" in forecast  # the Attributes section of the docstring
     nn = (site / "reference/nn/index.html").read_text(encoding="utf-8")
-    assert 'id="mola_ts.nn.lora.inject"' in nn and 'id="mola_ts.nn.routers.sparsegen"' in nn
+    assert 'id="mola_ts.nn.model.inject"' in nn and 'id="mola_ts.nn.routers.sparsegen"' in nn
     # Sphinx roles of the docstrings become code links, not literal ":class:" text
     assert not re.search(r":(class|func|meth|mod):", _text(site / "reference/forecast/index.html"))
     assert 'href="#mola_ts.forecast.neural.DirectForecaster"' in (

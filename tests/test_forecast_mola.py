@@ -201,14 +201,58 @@ def test_lora_adapter_keeps_segments_independent():
         assert torch.count_nonzero(grad_b[:, 2:]) == 0  # the other segments' experts do not
 
 
-def test_ldmole_router_routes_on_segment_and_window():
+def test_ldmole_gates_vary_with_the_window_and_the_segment():
     y = _frame()
     mola = MoLAForecaster(24, 8, segment_length=4, backbone_params=SMALL, router="ldmole",
                           n_experts=3, rank=2, epochs=1, foundation_epochs=1, random_state=0)
     mola.fit(y)
     names = {n for n, p in mola._build_module().named_parameters() if p.requires_grad}
     assert "segment_embedding" in names and any("lambda_mlp" in n for n in names)
-    assert mola.predict().shape == (8, 2)
+    # the gates of every adapted layer, read from its router's output for two windows
+    gates: dict[str, torch.Tensor] = {}
+    hooks = [layer.router.register_forward_hook(
+        lambda _m, _i, out, name=name: gates.__setitem__(name, out.gates))
+        for name, layer in lora_layers(mola.model_.network).items()]
+    values = y.to_numpy()
+    windows = np.stack([mola._to_scaled(values[-24:]), mola._to_scaled(values[-60:-36])])
+    try:
+        with torch.no_grad():
+            mola.model_.eval()(torch.from_numpy(windows))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(gates) == len(lora_layers(mola.model_.network)) >= 2
+    for name, g in gates.items():
+        g = g.reshape(2, 2, 3)  # (segment, window, expert): the windows are stacked per segment
+        torch.testing.assert_close(g.sum(-1), torch.ones(2, 2))
+        for k in range(2):  # same segment, other window: other gates
+            assert float((g[k, 0] - g[k, 1]).abs().max()) > 1e-4, name
+        for w in range(2):  # same window, other segment: other gates
+            assert float((g[0, w] - g[1, w]).abs().max()) > 1e-4, name
+    # and the forecast follows the window it is given
+    first = mola.predict(y_context=y.iloc[:-36])
+    assert first.shape == (8, 2) and not np.allclose(first.to_numpy(), mola.predict().to_numpy())
+
+
+@pytest.mark.parametrize("kind", ["mola", "lora", "ldmole"])
+def test_fitted_forecaster_pickles_and_joblib_round_trips_after_predict(tmp_path, kind):
+    import pickle
+
+    import joblib
+
+    y = _frame()
+    extra = {"lora": {"adapter": "lora"}, "ldmole": {"router": "ldmole"}}.get(kind, {})
+    mola = MoLAForecaster(24, 8, segment_length=4, backbone_params=SMALL, n_experts=2, rank=2,
+                          epochs=1, foundation_epochs=1, random_state=0, **extra).fit(y)
+    expected = mola.predict()
+    back = pickle.loads(pickle.dumps(mola))
+    pd.testing.assert_frame_equal(back.predict(), expected)
+    joblib.dump(mola, tmp_path / "mola.joblib")
+    again = joblib.load(tmp_path / "mola.joblib")
+    pd.testing.assert_frame_equal(again.predict(), expected)
+    context = y.iloc[:150]
+    pd.testing.assert_frame_equal(again.predict(y_context=context),
+                                  mola.predict(y_context=context))
 
 
 @pytest.mark.parametrize("kind", ["mola", "lora", "ldmole", "patch", "direct"])

@@ -26,7 +26,7 @@ from mola_ts.nn import (
     rebuild,
     uniform_plan,
 )
-from mola_ts.nn.lora import _HardPrefixMask
+from mola_ts.nn.layer import _HardPrefixMask
 from mola_ts.training import TrainConfig, train
 
 torch.set_num_threads(1)

@@ -4,7 +4,10 @@ inject / routing / merge / MoSLD / Conv1d, and input validation."""
 from __future__ import annotations
 
 import copy
+import io
+import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -343,11 +346,12 @@ def test_routing_validates_and_restores():
     with pytest.raises(ValueError, match=">= 0"), routing(net, task_ids=torch.tensor([-1])):
         pass
     outer, inner = torch.tensor([1]), torch.tensor([0])
-    with routing(net, task_ids=outer):
+    with routing(net, task_ids=outer) as route:
+        assert net[0].route is route and route.task_ids is outer and route.task_max == 1
         with routing(net, task_ids=inner):
-            assert net[0]._route_task_ids is inner
-        assert net[0]._route_task_ids is outer
-    assert net[0]._route_task_ids is None
+            assert net[0].route.task_ids is inner
+        assert net[0].route.task_ids is outer
+    assert net[0].route is None
 
 
 def test_mosld_shared_A_parameter_count_and_dropconnect():
@@ -412,6 +416,18 @@ def test_input_validation():
         LoRAMoEConfig(n_experts=0)
     with pytest.raises(ValueError, match="dropout"):
         LoRAMoEConfig(dropout=1.0)
+    with pytest.raises(TypeError, match="n_experts"):
+        LoRAMoEConfig(n_experts=2.5)
+    with pytest.raises(TypeError, match="top_k"):
+        LoRAMoEConfig(top_k=True)  # a bool is not a count
+    with pytest.raises(ValueError, match="alpha"):
+        LoRAMoEConfig(alpha=float("nan"))
+    with pytest.raises(ValueError, match="alpha"):
+        LoRAMoEConfig(alpha=0.0)
+    with pytest.raises(TypeError, match="rank"):
+        LoRAMoEConfig(n_experts=2, rank=(2, "4"))
+    cfg = LoRAMoEConfig(n_experts=np.int64(3), rank=[np.int64(2)] * 3)
+    assert type(cfg.n_experts) is int and all(type(r) is int for r in cfg.ranks)
     x = torch.randn(2, 4)
     x_copy = x.clone()
     layer(x)
@@ -480,3 +496,37 @@ def test_config_presets():
     assert LoRAMoEConfig.preset("mola").router == "topk"
     with pytest.raises(ValueError, match="method"):
         LoRAMoEConfig.preset("adalora")
+
+
+def _functions_on_modules(model: nn.Module) -> list[str]:
+    """Names of callables stored as plain attributes on the modules (closures, lambdas)."""
+    return [f"{name}.{key}" for name, module in model.named_modules()
+            for key, value in vars(module).items()
+            if callable(value) and not isinstance(value, (nn.Module, torch.Tensor, type))]
+
+
+@pytest.mark.parametrize("router", ["task", "topk", "ldmole"])
+def test_model_pickles_after_a_training_forward(router):
+    """Per-forward losses (with their graph) and the route are dropped; the weights round-trip."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    inject(net, ["0", "2"], LoRAMoEConfig(n_experts=3, rank=2, router=router, n_tasks=2),
+           random_state=0)
+    for layer in lora_layers(net).values():
+        _randomise(layer)
+    x, ids = torch.randn(4, 6), torch.tensor([0, 1, 1, 0])
+    net.train()
+    with routing(net, task_ids=ids):
+        y = net(x)
+        assert not _functions_on_modules(net)
+        blob = pickle.dumps(net)  # inside the block: the route is not saved with the model
+    (y.sum() + collect_aux(net).loss).backward()
+    clone = copy.deepcopy(net)  # the last losses hold a graph: deepcopy must still work
+    again = pickle.loads(blob)
+    for restored in (again, clone):
+        assert restored[0].route is None and restored[0].last_losses == {}
+        with routing(restored, task_ids=ids):
+            torch.testing.assert_close(restored(x), y.detach(), rtol=0, atol=0)
+    buffer = io.BytesIO()
+    torch.save(net, buffer)  # torch.save pickles too
+    assert buffer.tell() > 0

@@ -11,7 +11,6 @@ import torch
 
 from mola_ts.nn import (
     LambdaMLP,
-    LazyDict,
     LDMoLERouter,
     TaskRouter,
     TopKRouter,
@@ -199,17 +198,16 @@ def test_ldmole_router_losses_and_lambda_init():
         LDMoLERouter(4, 3, mlp)
 
 
-def test_lazy_dict_computes_once_on_first_read():
-    calls = []
-
-    def make() -> torch.Tensor:
-        calls.append(1)
-        return torch.tensor(3.0)
-
-    lazy = LazyDict({"loss": make})
-    assert calls == [] and list(lazy) == ["loss"] and len(lazy) == 1
-    assert float(lazy["loss"]) == 3.0 and float(lazy["loss"]) == 3.0
-    assert calls == [1]
-    assert dict(lazy) == {"loss": torch.tensor(3.0)}
-    with pytest.raises(KeyError):
-        lazy["other"]
+def test_router_losses_are_tensors_of_the_forward():
+    """The losses are computed in forward: plain tensors that still train after more forwards."""
+    torch.manual_seed(0)
+    router = TopKRouter(5, 4, top_k=2)
+    first = router(torch.randn(12, 5))
+    second = router(torch.randn(12, 5))  # a later forward does not touch the first's losses
+    assert type(first.losses) is dict and set(first.losses) == {"balance"}
+    assert isinstance(first.losses["balance"], torch.Tensor)
+    assert first.losses["balance"].grad_fn is not None
+    (g1,) = torch.autograd.grad(first.losses["balance"], [router.weight])
+    (g2,) = torch.autograd.grad(second.losses["balance"], [router.weight])
+    assert not torch.equal(g1, g2)
+    assert TaskRouter(3, 2)(None, torch.tensor([0, 1])).losses == {}

@@ -1,13 +1,18 @@
 """Shared torch building blocks: the LoRA-MoE layer, its routers and allocation plans.
 
-This package knows nothing of forecasting or monitoring; it imports nothing of the toolkit
-except :mod:`mola_ts.nn.kernels` (the gated wide-LoRA delta).
+This package knows nothing of forecasting or monitoring and imports nothing of the toolkit.
+Its modules, each importing only those above it:
+
+- :mod:`~mola_ts.nn.kernels`: the gated wide-LoRA delta (PyTorch reference, fused Triton).
+- :mod:`~mola_ts.nn.routers`: task, softmax, top-k and LD-MoLE routers and their losses.
+- :mod:`~mola_ts.nn.config`: adapter configs, presets and allocation plans (plain data).
+- :mod:`~mola_ts.nn.layer`: the one LoRA-MoE layer class and its :class:`Route` input.
+- :mod:`~mola_ts.nn.model`: inject / route / collect losses / merge / remove over a model.
+- :mod:`~mola_ts.nn.allocation`: plan search (HILO groups, MoLA presets, GuiLoMo).
+- :mod:`~mola_ts.nn.transformer`: encoder blocks of plain ``nn.Linear`` layers to wrap.
 """
 
 from .allocation import (
-    MOLA_PRESETS,
-    AllocationPlan,
-    LayerAllocation,
     SearchResult,
     bilevel_gradient,
     gsv_layers,
@@ -19,10 +24,10 @@ from .allocation import (
     rebuild,
     uniform_plan,
 )
-from .lora import (
+from .config import MOLA_PRESETS, AllocationPlan, LayerAllocation, LoRAMoEConfig
+from .layer import LoRAMoE, Route
+from .model import (
     AuxReport,
-    LoRAMoE,
-    LoRAMoEConfig,
     ParameterReport,
     collect_aux,
     find_targets,
@@ -37,7 +42,6 @@ from .lora import (
 from .routers import (
     ROUTERS,
     LambdaMLP,
-    LazyDict,
     LDMoLERouter,
     Router,
     RouterOutput,
@@ -54,6 +58,7 @@ __all__ = [
     "MOLA_PRESETS",
     "AllocationPlan",
     "LayerAllocation",
+    "LoRAMoEConfig",
     "SearchResult",
     "bilevel_gradient",
     "guilomo_plan",
@@ -64,9 +69,9 @@ __all__ = [
     "mola_plan",
     "rebuild",
     "uniform_plan",
-    "AuxReport",
     "LoRAMoE",
-    "LoRAMoEConfig",
+    "Route",
+    "AuxReport",
     "ParameterReport",
     "collect_aux",
     "find_targets",
@@ -79,7 +84,6 @@ __all__ = [
     "unmerge_adapters",
     "ROUTERS",
     "LambdaMLP",
-    "LazyDict",
     "LDMoLERouter",
     "Router",
     "RouterOutput",

@@ -1,36 +1,33 @@
-"""How many experts, of which ranks, in every wrapped layer.
+"""Plan search: how many experts, of which ranks, in every wrapped layer.
 
-An :class:`AllocationPlan` is a shared :class:`~mola_ts.nn.lora.LoRAMoEConfig` plus a
-per-layer number of experts and ranks; :func:`~mola_ts.nn.lora.inject` builds a model from
-it. Plans: uniform, the MoLA layer-wise presets over four depth groups (Gao et al. 2024),
-HILO experts-and-ranks per group (Cong et al. 2025), and the GuiLoMo search (Zhang et al. 2025)
-that learns guided selection vectors and discretises them into a plan.
+A plan is an :class:`~mola_ts.nn.config.AllocationPlan` (plain data: a shared config plus
+per-layer experts and ranks); :func:`~mola_ts.nn.model.inject` builds a model from it. This
+module finds plans: uniform, the MoLA layer-wise presets over four depth groups (Gao et al.
+2024), HILO experts-and-ranks per group (Cong et al. 2025), and the GuiLoMo search (Zhang et
+al. 2025) that learns the guided selection vectors of ``gsv=True`` layers (the masks live in
+:class:`~mola_ts.nn.layer.LoRAMoE`) and discretises them into a plan.
+
+Imports go one way: this module uses :mod:`~mola_ts.nn.config`, :mod:`~mola_ts.nn.layer`
+and :mod:`~mola_ts.nn.model`; none of them imports it.
 """
 
 from __future__ import annotations
 
-import json
+import numbers
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from sklearn.utils import check_scalar
 from torch import nn
 
-from .lora import (
-    LoRAMoE,
-    LoRAMoEConfig,
-    ParameterReport,
-    inject,
-    lora_layers,
-    remove_adapters,
-)
+from .config import MOLA_PRESETS, AllocationPlan, LayerAllocation, LoRAMoEConfig
+from .layer import LoRAMoE
+from .model import ParameterReport, inject, lora_layers, remove_adapters
 
 __all__ = [
-    "LayerAllocation",
-    "AllocationPlan",
-    "MOLA_PRESETS",
     "layer_groups",
     "uniform_plan",
     "mola_plan",
@@ -42,86 +39,6 @@ __all__ = [
     "rebuild",
     "SearchResult",
 ]
-
-#: MoLA's experts per depth group (lower -> higher layers); "2468" was the best in their study.
-MOLA_PRESETS: dict[str, tuple[int, int, int, int]] = {
-    "2468": (2, 4, 6, 8),
-    "8642": (8, 6, 4, 2),
-    "8228": (8, 2, 2, 8),
-    "5555": (5, 5, 5, 5),
-}
-
-
-@dataclass(frozen=True)
-class LayerAllocation:
-    """Experts and per-expert ranks of one layer."""
-
-    n_experts: int
-    ranks: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        ranks = tuple(int(r) for r in self.ranks)
-        object.__setattr__(self, "ranks", ranks)
-        if self.n_experts < 1 or len(ranks) != self.n_experts or min(ranks) < 1:
-            raise ValueError(f"a layer needs n_experts >= 1 and one positive rank per expert, "
-                             f"got n_experts={self.n_experts}, ranks={ranks}")
-
-
-@dataclass
-class AllocationPlan:
-    """Per-layer experts and ranks on top of one shared config.
-
-    Parameters
-    ----------
-    config : LoRAMoEConfig
-        Everything but ``n_experts`` / ``rank`` (router, alpha, init, ...).
-    layers : dict of str to LayerAllocation
-        Qualified module name -> its allocation, in depth order.
-    """
-
-    config: LoRAMoEConfig
-    layers: dict[str, LayerAllocation] = field(default_factory=dict)
-
-    def config_for(self, name: str) -> LoRAMoEConfig:
-        """The layer config of ``name``."""
-        if name not in self.layers:
-            raise ValueError(f"the plan has no layer {name!r}; it has {list(self.layers)}")
-        alloc = self.layers[name]
-        rank: int | tuple[int, ...] = alloc.ranks
-        if len(set(alloc.ranks)) == 1:
-            rank = alloc.ranks[0]
-        top_k = min(self.config.top_k, alloc.n_experts)
-        return replace(self.config, n_experts=alloc.n_experts, rank=rank, top_k=top_k)
-
-    @property
-    def total_rank(self) -> int:
-        """Sum of all ranks over all layers (the adapter budget)."""
-        return sum(sum(a.ranks) for a in self.layers.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict."""
-        return {"config": self.config.to_dict(),
-                "layers": {n: {"n_experts": a.n_experts, "ranks": list(a.ranks)}
-                           for n, a in self.layers.items()}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AllocationPlan:
-        """Inverse of :meth:`to_dict`."""
-        return cls(LoRAMoEConfig.from_dict(dict(data["config"])),
-                   {n: LayerAllocation(int(a["n_experts"]), tuple(a["ranks"]))
-                    for n, a in data["layers"].items()})
-
-    def to_json(self) -> str:
-        """The plan as a JSON string."""
-        return json.dumps(self.to_dict(), indent=2)
-
-    def __str__(self) -> str:
-        lines = [f"{'layer':<40} {'experts':>7}  ranks"]
-        for name, a in self.layers.items():
-            lines.append(f"{name:<40} {a.n_experts:>7}  {','.join(map(str, a.ranks))}")
-        lines.append(f"total rank {self.total_rank}, router {self.config.router!r}")
-        return "\n".join(lines)
-
 
 def _depth_key(name: str) -> int | None:
     match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
@@ -138,8 +55,7 @@ def layer_groups(names: Sequence[str], n_groups: int = 4) -> list[int]:
     names = list(names)
     if not names:
         raise ValueError("names must not be empty")
-    if n_groups < 1:
-        raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+    check_scalar(n_groups, "n_groups", numbers.Integral, min_val=1)
     keys = [_depth_key(n) for n in names]
     if any(k is None for k in keys):
         keys = list(range(len(names)))
@@ -180,7 +96,7 @@ def mola_plan(names: Sequence[str], preset: str | Sequence[int] = "2468", rank: 
     Parameters
     ----------
     names : sequence of str
-        Layer names in depth order (e.g. from :func:`~mola_ts.nn.lora.find_targets`).
+        Layer names in depth order (e.g. from :func:`~mola_ts.nn.model.find_targets`).
     preset : {"2468", "8642", "8228", "5555"} or sequence of 4 ints
         Experts for the four depth groups, lowest first.
     rank : int
@@ -417,10 +333,9 @@ def guilomo_search(model: nn.Module, batches: Sequence[Any],
     if len(batches) < 2:
         raise ValueError(f"batches must hold at least 2 batches (training and validation "
                          f"batch of every step), got {len(batches)}")
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if not (lr > 0 and gsv_lr > 0):
-        raise ValueError(f"lr and gsv_lr must be > 0, got {lr} and {gsv_lr}")
+    check_scalar(n_steps, "n_steps", numbers.Integral, min_val=1)
+    check_scalar(lr, "lr", numbers.Real, min_val=0.0, include_boundaries="neither")
+    check_scalar(gsv_lr, "gsv_lr", numbers.Real, min_val=0.0, include_boundaries="neither")
     weights, gsvs = _split_parameters(model)
     xi = (lr if xi is None else float(xi)) if second_order else 0.0
     w_opt = torch.optim.AdamW(weights, lr=lr)

@@ -1,7 +1,8 @@
 """Routers of the LoRA-MoE layer: task, dense softmax, top-k and LD-MoLE (Sparsegen).
 
 Every router maps routing rows (tokens, or one row per sample) to a dense gate matrix
-``g`` (rows x experts) with zeros for inactive experts, plus its unweighted auxiliary losses.
+``g`` (rows x experts) with zeros for inactive experts, plus its unweighted auxiliary losses,
+computed in the same forward as tensors (they carry the graph: add them to the task loss).
 Gates are always computed in float32, whatever the dtype of the model around them.
 
 The functional core (:func:`sparsegen`, :func:`sparsegen_support`,
@@ -12,17 +13,17 @@ tested and reused on their own; the router modules are thin wrappers around it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from sklearn.utils import check_scalar
 from torch import nn
 
 __all__ = [
     "ROUTERS",
     "RouterOutput",
-    "LazyDict",
     "Router",
     "TaskRouter",
     "SoftmaxRouter",
@@ -42,33 +43,6 @@ ROUTERS = ("task", "softmax", "topk", "ldmole")
 MASKED_LOGIT = -1e4
 
 
-class LazyDict(Mapping):
-    """A read-only mapping whose values are computed on first access, then cached.
-
-    Auxiliary losses and routing statistics are only worth computing when somebody reads them
-    (:func:`~mola_ts.nn.lora.collect_aux`): a forward pass stores the recipes, not the values.
-    Read the losses before ``backward`` so that their graph is still alive.
-    """
-
-    def __init__(self, makers: Mapping[str, Callable[[], torch.Tensor]] | None = None) -> None:
-        self._makers = dict(makers or {})
-        self._values: dict[str, torch.Tensor] = {}
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._values:
-            self._values[key] = self._makers[key]()
-        return self._values[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._makers)
-
-    def __len__(self) -> int:
-        return len(self._makers)
-
-    def __repr__(self) -> str:
-        return f"LazyDict({sorted(self._makers)})"
-
-
 @dataclass
 class RouterOutput:
     """What a router returns for ``n`` routing rows and ``E`` experts.
@@ -77,15 +51,15 @@ class RouterOutput:
     ----------
     gates : torch.Tensor
         (n, E) float32 dense gates, zero for inactive experts.
-    losses : mapping of str to torch.Tensor
-        Unweighted auxiliary losses (scalars), e.g. ``{"balance": ..., "sparsity": ...}``,
-        computed when first read (a :class:`LazyDict`).
+    losses : dict of str to torch.Tensor
+        Unweighted auxiliary losses (0-d tensors, part of the autograd graph), e.g.
+        ``{"balance": ..., "sparsity": ...}``; empty for the task and softmax routers.
     extras : dict of str to torch.Tensor
         Detached diagnostics, e.g. the LD-MoLE ``lambda`` per row.
     """
 
     gates: torch.Tensor
-    losses: Mapping[str, torch.Tensor] = field(default_factory=LazyDict)
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -239,13 +213,10 @@ class Router(nn.Module):
     """
 
     kind: str = ""
-    needs_input: bool = True
 
     def __init__(self, n_experts: int) -> None:
         super().__init__()
-        if n_experts < 1:
-            raise ValueError(f"n_experts must be >= 1, got {n_experts}")
-        self.n_experts = int(n_experts)
+        self.n_experts = check_scalar(n_experts, "n_experts", numbers.Integral, min_val=1)
 
     def logits(self, rows: torch.Tensor | None,
                task_ids: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover - abstract
@@ -259,14 +230,11 @@ class TaskRouter(Router):
     """
 
     kind = "task"
-    needs_input = False
 
     def __init__(self, n_experts: int, n_tasks: int,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(n_experts)
-        if n_tasks < 1:
-            raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
-        self.n_tasks = int(n_tasks)
+        self.n_tasks = check_scalar(n_tasks, "n_tasks", numbers.Integral, min_val=1)
         self.task_logits = nn.Parameter(torch.empty(n_tasks, n_experts, dtype=torch.float32))
         with torch.no_grad():
             self.task_logits.normal_(0.0, 1.0, generator=generator)
@@ -299,7 +267,7 @@ class SoftmaxRouter(Router):
     def __init__(self, d_in: int, n_experts: int,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(n_experts)
-        self.d_in = int(d_in)
+        self.d_in = check_scalar(d_in, "d_in", numbers.Integral, min_val=1)
         self.weight = nn.Parameter(torch.empty(n_experts, d_in, dtype=torch.float32))
         _init_linear_weight(self.weight, generator)
 
@@ -332,9 +300,7 @@ class TopKRouter(SoftmaxRouter):
     def __init__(self, d_in: int, n_experts: int, top_k: int = 2,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(d_in, n_experts, generator)
-        if not 1 <= top_k:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        self.top_k = int(top_k)
+        self.top_k = check_scalar(top_k, "top_k", numbers.Integral, min_val=1)
 
     def forward(self, rows: torch.Tensor | None, task_ids: torch.Tensor | None = None,
                 logit_bias: torch.Tensor | None = None) -> RouterOutput:
@@ -346,12 +312,8 @@ class TopKRouter(SoftmaxRouter):
         top_p, top_i = probs.topk(k, dim=-1)
         top_p = top_p / top_p.sum(dim=-1, keepdim=True)
         gates = torch.zeros_like(probs).scatter(-1, top_i, top_p)
-
-        def balance() -> torch.Tensor:
-            dispatch = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, top_i, True)
-            return load_balance_loss(probs, dispatch, "assignment")
-
-        return RouterOutput(gates, LazyDict({"balance": balance}))
+        dispatch = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, top_i, True)
+        return RouterOutput(gates, {"balance": load_balance_loss(probs, dispatch, "assignment")})
 
 
 class LambdaMLP(nn.Module):
@@ -365,10 +327,8 @@ class LambdaMLP(nn.Module):
     def __init__(self, d_in: int, hidden: int = 64,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
-        self.d_in = int(d_in)
-        self.hidden = int(hidden)
+        self.d_in = check_scalar(d_in, "d_in", numbers.Integral, min_val=1)
+        self.hidden = check_scalar(hidden, "hidden", numbers.Integral, min_val=1)
         self.w1 = nn.Parameter(torch.empty(hidden, d_in, dtype=torch.float32))
         self.b1 = nn.Parameter(torch.empty(hidden, dtype=torch.float32))
         self.w2 = nn.Parameter(torch.empty(1, hidden, dtype=torch.float32))
@@ -413,10 +373,8 @@ class LDMoLERouter(SoftmaxRouter):
         if lambda_mlp.d_in != d_in:
             raise ValueError(f"lambda_mlp has input width {lambda_mlp.d_in}, the router "
                              f"{d_in}")
-        if sparsity_k < 1:
-            raise ValueError(f"sparsity_k must be >= 1, got {sparsity_k}")
         self.lambda_mlp = lambda_mlp
-        self.sparsity_k = int(sparsity_k)
+        self.sparsity_k = check_scalar(sparsity_k, "sparsity_k", numbers.Integral, min_val=1)
 
     def forward(self, rows: torch.Tensor | None, task_ids: torch.Tensor | None = None,
                 logit_bias: torch.Tensor | None = None) -> RouterOutput:
@@ -433,13 +391,9 @@ class LDMoLERouter(SoftmaxRouter):
         if logit_bias is not None:
             u = u + logit_bias
         p = sparsegen(u, lam)
-
-        def sparsity() -> torch.Tensor:
-            lower = sparsity_lower_bound(u, self.sparsity_k)
-            return torch.relu(lower - lam).mean()  # lower = -inf when k >= E: loss 0
-
-        losses = LazyDict({"balance": lambda: load_balance_loss(p, p > 0, "token"),
-                           "sparsity": sparsity})
+        lower = sparsity_lower_bound(u, self.sparsity_k)  # -inf when k >= E: loss 0
+        losses = {"balance": load_balance_loss(p, p > 0, "token"),
+                  "sparsity": torch.relu(lower - lam).mean()}
         return RouterOutput(p, losses, {"lambda": lam.detach()})
 
 
