@@ -29,6 +29,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -206,11 +207,35 @@ def _build(router: str, d: int, experts: int, rank: int, top_k: int, device: tor
     return layer, plain
 
 
-def benchmark(tokens: int, d: int, experts: int, rank: int, router: str, top_k: int,
-              scope: str, device: torch.device, warmup: int, repeats: int,
-              seed: int, stat: str = "median", clock: str = "wall") -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class LayerCase:
+    """One configuration of the layer benchmark: shapes, router and what is timed."""
+
+    tokens: int
+    d: int
+    experts: int
+    rank: int
+    router: str
+    top_k: int
+    scope: str  # "layer" (base matmul included) or "delta" (the adapter branch alone)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a case is timed: warm-up passes, timed repeats, their statistic and the clock."""
+
+    warmup: int
+    repeats: int
+    stat: str = "median"
+    clock: str = "wall"
+
+
+def benchmark(case: LayerCase, timing: Timing, device: torch.device) -> list[dict[str, object]]:
     """Rows of the results table for one configuration."""
-    layer, plain = _build(router, d, experts, rank, top_k, device, seed)
+    tokens, d, experts, rank = case.tokens, case.d, case.experts, case.rank
+    router, scope = case.router, case.scope
+    layer, plain = _build(router, d, experts, rank, case.top_k, device, case.seed)
     x = torch.randn(tokens, d, device=device).requires_grad_(True)
     impls = ["reference", "naive_loop", "plain_lora"]
     if device.type == "cuda":
@@ -220,7 +245,8 @@ def benchmark(tokens: int, d: int, experts: int, rank: int, router: str, top_k: 
             impls.insert(1, "triton")
     steps = {impl: _step_fn(impl, layer, plain, x, scope) for impl in impls}
     modes = {impl: "triton" if impl == "triton" else "reference" for impl in impls}
-    times = _time(steps, modes, device, warmup, repeats, stat, clock)
+    times = _time(steps, modes, device, timing.warmup, timing.repeats, timing.stat,
+                  timing.clock)
     rows = []
     for impl in impls:
         with _kernels(modes[impl]):
@@ -267,9 +293,10 @@ def run(args: argparse.Namespace) -> int:
         for tokens in args.tokens:
             for router in args.routers:
                 for scope in scopes:
-                    rows += benchmark(tokens, args.d, args.experts, args.rank, router,
-                                      args.top_k, scope, device, args.warmup, args.repeats,
-                                      args.seed, args.stat, args.clock)
+                    case = LayerCase(tokens, args.d, args.experts, args.rank, router,
+                                     args.top_k, scope, args.seed)
+                    rows += benchmark(case, Timing(args.warmup, args.repeats, args.stat,
+                                                   args.clock), device)
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()

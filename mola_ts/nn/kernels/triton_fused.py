@@ -344,9 +344,12 @@ def _forward(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Ten
     return y, h
 
 
-def _backward(dy: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-              gates: torch.Tensor, expert_index: torch.Tensor, h: torch.Tensor, scale: float,
-              cfg: TileConfig, need_dx: bool, need_da: bool, need_db: bool, need_dg: bool):
+def _backward(dy: torch.Tensor, saved: tuple[torch.Tensor, ...], scale: float, cfg: TileConfig,
+              needs: tuple[bool, bool, bool, bool]):
+    """Gradients of x, A, B and gates (None where ``needs`` is False) from the saved
+    ``(x, A, B, gates, expert_index, h)`` of the forward."""
+    x, A, B, gates, expert_index, h = saved
+    need_dx, need_da, need_db, need_dg = (bool(v) for v in needs)
     n, d_in = x.shape
     d_out, rank = B.shape
     dev = x.device
@@ -417,10 +420,8 @@ class GatedLoRADeltaFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         """Launch the backward kernels for the gradients autograd needs."""
-        x, A, B, gates, expert_index, h = ctx.saved_tensors
-        need_dx, need_da, need_db, need_dg = ctx.needs_input_grad[:4]
-        dx, da, db, dg = _backward(dy, x, A, B, gates, expert_index, h, ctx.scale, ctx.cfg,
-                                   need_dx, need_da, need_db, need_dg)
+        dx, da, db, dg = _backward(dy, ctx.saved_tensors, ctx.scale, ctx.cfg,
+                                   tuple(ctx.needs_input_grad[:4]))
         return dx, da, db, dg, None, None, None
 
 
