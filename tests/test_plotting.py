@@ -352,3 +352,29 @@ def test_benchmark_chart_errors():
         benchmark_chart(results, "speed")
     with pytest.raises(TypeError):
         benchmark_chart(42)
+
+
+# ------------------------------------------------------------------------------ package layout
+
+
+def test_plotting_is_a_package_of_figure_families_reexported_at_the_top():
+    import mola_ts.plotting as plotting
+    from mola_ts.plotting import benchmark, forecast, monitor, nn
+
+    assert plotting.forecast_chart is forecast.forecast_chart
+    assert plotting.control_chart is monitor.control_chart
+    assert plotting.monitor_chart is monitor.monitor_chart
+    assert plotting.contribution_chart is monitor.contribution_chart
+    assert plotting.routing_heatmap is nn.routing_heatmap
+    assert plotting.benchmark_chart is benchmark.benchmark_chart
+
+
+def test_nn_does_not_import_plotting():
+    import subprocess
+    import sys
+
+    code = ("import sys, mola_ts.nn, mola_ts.nn.transformer; "
+            "print(sorted(m for m in sys.modules if m.startswith('mola_ts.plotting')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
