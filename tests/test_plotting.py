@@ -216,6 +216,121 @@ def test_monitor_chart_errors():
         monitor_chart(stats, onset=500)
 
 
+def _overlapping_labels(fig):
+    """Pairs of drawn texts (tick labels inside the view, axis labels, titles) that overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = []
+    for k, ax in enumerate(fig.axes):
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            pad = 1e-9 * (high - low)
+            for locs, labels in ((axis.get_majorticklocs(), axis.get_majorticklabels()),
+                                 (axis.get_minorticklocs(), axis.get_minorticklabels())):
+                texts += [(k, t) for loc, t in zip(locs, labels, strict=False)
+                          if low - pad <= loc <= high + pad]
+            texts.append((k, axis.label))
+        texts.append((k, ax.title))
+    boxes = [(k, t.get_text(), t.get_window_extent(renderer)) for k, t in texts
+             if t.get_visible() and t.get_text()]
+    return [(a[:2], b[:2]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[2].overlaps(b[2])]
+
+
+def test_monitor_chart_tick_labels_do_not_overlap(tmp_path):
+    stats = _monitor_stats(n=960)
+    rng = np.random.default_rng(1)
+    for b in ("unit_a", "unit_b"):  # a statistic within a fifth of a decade: no crowded labels
+        stats[f"{b}.W"] = rng.uniform(1.1, 1.3, len(stats))
+        stats[f"{b}.W_limit"] = 1.2
+        stats[f"{b}.index"] = np.r_[rng.uniform(1e-9, 1e-2, 160), rng.uniform(0.5, 1, 800)]
+    for kwargs in ({}, {"levels": ["T2", "W", "SPE", "index"], "global_column": None},
+                   {"time_axis": "hours"}, {"time_axis": "samples", "figsize": (7, 5)}):
+        fig = monitor_chart(stats, onset=160, **kwargs)
+        assert _overlapping_labels(fig) == [], kwargs
+    # the visual check: tmp_path/monitor_ticks.png (look at it when changing the layout)
+    assert_png(fig, tmp_path / "monitor_ticks.png")
+
+
+def test_control_chart_draws_inf_and_huge_values_at_the_top_of_the_axis(tmp_path):
+    stats = _stats()
+    stats["T2"] = np.r_[np.ones(30), np.full(20, np.inf)]  # an overflowing statistic
+    stats["W"] = np.r_[np.full(30, 3.0), np.full(20, 1e300)]
+    for logy in (True, False):
+        fig = control_chart(stats, onset=30, logy=logy)
+        for ax, value_col in zip(fig.axes, ("T2", "W"), strict=True):
+            lines = {line.get_label(): line for line in ax.lines}
+            drawn = np.asarray(lines[value_col].get_ydata(), dtype=float)
+            assert np.isfinite(drawn).all() and len(drawn) == 50  # every point, none blank
+            assert np.isfinite(ax.get_ylim()).all()
+            top = drawn[30:]
+            assert (top == top[0]).all() and top[0] > drawn[:30].max()
+            assert top[0] >= ax.get_ylim()[0] and top[0] <= ax.get_ylim()[1]
+            marked = [line for label, line in lines.items() if label.startswith("off scale")]
+            assert len(marked) == 1 and len(marked[0].get_xdata()) == 20
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert any(t.startswith("off scale") for t in legend) and legend[-1] == "alarm"
+        assert_png(fig, tmp_path / f"inf_{logy}.png")
+    finite = control_chart(_stats())  # nothing off scale: no marker, no legend entry
+    assert not any(t.get_text().startswith("off scale") for t in finite.legends[0].get_texts())
+
+
+def test_monitor_chart_draws_an_infinite_global_index():
+    stats = _monitor_stats()
+    stats.loc[stats.index[45:], "PFI"] = np.inf
+    stats.loc[stats.index[50:], "unit_a.T2"] = np.inf
+    fig = monitor_chart(stats, onset=40)
+    for ax in (fig.axes[0], fig.axes[-1]):
+        drawn = np.asarray(ax.lines[0].get_ydata(), dtype=float)
+        assert np.isfinite(drawn).all() and np.isfinite(ax.get_ylim()).all()
+
+
+def test_charts_offer_an_x_axis_in_samples_or_hours():
+    stats = _stats(n=200)  # every 3 minutes, like the TEP loader's invented calendar
+    fig = control_chart(stats, onset=160, time_axis="hours")
+    ax = fig.axes[-1]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), np.arange(200) * 0.05)
+    onset_line = next(line for line in fig.axes[0].lines if line.get_label() == "fault onset")
+    np.testing.assert_allclose(onset_line.get_xdata(), 8.0)  # sample 160 = 8 h
+    assert ax.get_xlabel() == "hours from the start"
+    fig = control_chart(stats, onset=160, time_axis="samples")
+    np.testing.assert_allclose(fig.axes[-1].lines[0].get_xdata(), np.arange(200))
+    assert fig.axes[-1].get_xlabel() == "sample"
+    assert control_chart(stats).axes[-1].get_xlabel() == ""  # "index": dates as before
+    elapsed = stats.set_axis(pd.to_timedelta(np.arange(200) * 3, unit="min"))
+    np.testing.assert_allclose(
+        control_chart(elapsed, time_axis="hours").axes[0].lines[0].get_xdata()[-1], 9.95)
+    grid = monitor_chart(_monitor_stats(), onset=40, time_axis="hours")
+    np.testing.assert_allclose(grid.axes[0].lines[0].get_xdata()[:3], [0.0, 0.05, 0.1])
+    assert grid.axes[-1].get_xlabel() == "hours from the start"
+    grid = monitor_chart(_monitor_stats(), time_axis="samples", global_column=None)
+    assert [ax.get_xlabel() for ax in grid.axes[-3:]] == ["sample"] * 3
+    with pytest.raises(ValueError, match="time_axis must be one of"):
+        control_chart(stats, time_axis="minutes")
+    with pytest.raises(ValueError, match="time_axis='hours' needs a DatetimeIndex"):
+        monitor_chart(_monitor_stats().reset_index(drop=True), time_axis="hours")
+
+
+def test_contribution_chart_shows_descriptions_and_tep_has_them_all(tmp_path):
+    from mola_ts.data import TEP_COLUMNS, TEP_DESCRIPTIONS
+
+    assert list(TEP_DESCRIPTIONS) == TEP_COLUMNS and len(TEP_DESCRIPTIONS) == 52
+    assert all(isinstance(v, str) and v for v in TEP_DESCRIPTIONS.values())
+    assert TEP_DESCRIPTIONS["XMEAS(7)"] == "Reactor pressure"
+    assert TEP_DESCRIPTIONS["XMEAS(1)"] == "A feed (stream 1)"
+    shares = pd.Series({"XMEAS(9)": 3.0, "custom": 2.0, "XMV(10)": 1.0})
+    fig = contribution_chart(shares, descriptions=TEP_DESCRIPTIONS)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["XMEAS(9): Reactor temperature", "custom",
+                      "XMV(10): Reactor cooling water flow"]
+    assert_png(fig, tmp_path / "described.png")
+    with pytest.raises(TypeError, match="descriptions must be a mapping"):
+        contribution_chart(shares, descriptions=["a", "b"])
+
+
 # ------------------------------------------------------------------------------ routing
 
 
@@ -352,3 +467,29 @@ def test_benchmark_chart_errors():
         benchmark_chart(results, "speed")
     with pytest.raises(TypeError):
         benchmark_chart(42)
+
+
+# ------------------------------------------------------------------------------ package layout
+
+
+def test_plotting_is_a_package_of_figure_families_reexported_at_the_top():
+    import mola_ts.plotting as plotting
+    from mola_ts.plotting import benchmark, forecast, monitor, nn
+
+    assert plotting.forecast_chart is forecast.forecast_chart
+    assert plotting.control_chart is monitor.control_chart
+    assert plotting.monitor_chart is monitor.monitor_chart
+    assert plotting.contribution_chart is monitor.contribution_chart
+    assert plotting.routing_heatmap is nn.routing_heatmap
+    assert plotting.benchmark_chart is benchmark.benchmark_chart
+
+
+def test_nn_does_not_import_plotting():
+    import subprocess
+    import sys
+
+    code = ("import sys, mola_ts.nn, mola_ts.nn.transformer; "
+            "print(sorted(m for m in sys.modules if m.startswith('mola_ts.plotting')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

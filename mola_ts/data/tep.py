@@ -17,6 +17,7 @@ __all__ = [
     "TEP_COLUMNS",
     "TEP_XMEAS",
     "TEP_XMV",
+    "TEP_DESCRIPTIONS",
     "FAULT_ONSET",
     "TEP_FAULTS",
     "UNDETECTABLE_FAULTS",
@@ -29,6 +30,33 @@ __all__ = [
 TEP_XMEAS = [f"XMEAS({i})" for i in range(1, 42)]
 TEP_XMV = [f"XMV({i})" for i in range(1, 12)]
 TEP_COLUMNS = TEP_XMEAS + TEP_XMV
+_STREAM6 = "in the reactor feed (stream 6)"
+_STREAM9 = "in the purge gas (stream 9)"
+_STREAM11 = "in the product (stream 11)"
+#: Short description of each of the 52 TEP variables (the process of Downs and Vogel, 1993):
+#: measurements XMEAS(1..41), then manipulated variables XMV(1..11). Handy as the
+#: ``descriptions`` of :func:`mola_ts.plotting.contribution_chart`.
+TEP_DESCRIPTIONS: dict[str, str] = dict(zip(TEP_COLUMNS, [
+    # XMEAS(1..22): continuous process measurements
+    "A feed (stream 1)", "D feed (stream 2)", "E feed (stream 3)", "A and C feed (stream 4)",
+    "Recycle flow (stream 8)", "Reactor feed rate (stream 6)", "Reactor pressure",
+    "Reactor level", "Reactor temperature", "Purge rate (stream 9)",
+    "Separator temperature", "Separator level", "Separator pressure",
+    "Separator underflow (stream 10)", "Stripper level", "Stripper pressure",
+    "Stripper underflow (stream 11)", "Stripper temperature", "Stripper steam flow",
+    "Compressor work", "Reactor cooling water outlet temperature",
+    "Separator cooling water outlet temperature",
+    # XMEAS(23..41): sampled composition analysers
+    *(f"Component {c} {_STREAM6}" for c in "ABCDEF"),
+    *(f"Component {c} {_STREAM9}" for c in "ABCDEFGH"),
+    *(f"Component {c} {_STREAM11}" for c in "DEFGH"),
+    # XMV(1..11): manipulated variables
+    "D feed flow valve (stream 2)", "E feed flow valve (stream 3)",
+    "A feed flow valve (stream 1)", "A and C feed flow valve (stream 4)",
+    "Compressor recycle valve", "Purge valve (stream 9)",
+    "Separator liquid flow valve (stream 10)", "Stripper product flow valve (stream 11)",
+    "Stripper steam valve", "Reactor cooling water flow", "Condenser cooling water flow",
+], strict=True))
 TEP_SAMPLING = pd.Timedelta(minutes=3)
 FAULT_ONSET = 160  # in the test runs the fault enters after sample 160 (1-based samples 161..960)
 TEP_FAULTS = tuple(range(1, 22))
