@@ -166,7 +166,7 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
              seed: int = 0, use_bibmon: bool = True, verbose: bool = True
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the demo; return ``(results, summary)`` and write them (and the figures) to ``out``."""
-    from ..data import FAULT_ONSET, load_tep
+    from ..data import FAULT_ONSET, TEP_DESCRIPTIONS, load_tep
     from ..monitor import LimitSupportWarning
     from ..plotting import contribution_chart, control_chart
 
@@ -233,8 +233,8 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
     summary_df = pd.DataFrame(summary)
     results_df.to_csv(out / "results.csv", index=False)
     summary_df.to_csv(out / "summary.csv", index=False)
-    _figures(fitted, runs[plot_fault], plot_fault, out, FAULT_ONSET, control_chart,
-             contribution_chart)
+    _figures(fitted, runs[plot_fault], plot_fault, out, (FAULT_ONSET, TEP_DESCRIPTIONS),
+             (control_chart, contribution_chart))
     say("")
     say(format_table(results_df, summary_df))
     say(f"\nwrote {out / 'results.csv'}, {out / 'summary.csv'} and the figures for fault "
@@ -242,9 +242,14 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
     return results_df, summary_df
 
 
-def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, onset: int,
-             control_chart, contribution_chart) -> None:
-    """The alarm statistics of the residual monitor and MOLA, and the residual contributions."""
+def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, context: tuple,
+             plots: tuple) -> None:
+    """The alarm statistics of the residual monitor and MOLA, and the residual contributions.
+
+    ``context`` is (fault onset, TEP variable descriptions), ``plots`` the two chart functions.
+    """
+    onset, TEP_DESCRIPTIONS = context
+    control_chart, contribution_chart = plots
     residual = fitted["Residual"]
     mola = fitted["MOLA"]
     r_stats = residual.statistics(run)
@@ -253,15 +258,16 @@ def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, onset: int,
                           "MOLA": m_stats["PFI"], "MOLA_limit": m_stats["PFI_limit"],
                           "alarm": r_stats["alarm"]}, index=r_stats.index)
     fig = control_chart(stats, [("Residual", "Residual_limit"), ("MOLA", "MOLA_limit")],
-                        onset=onset, alarm_column=None,
+                        onset=onset, alarm_column=None, time_axis="hours",
                         titles=["residual T² (EWMA)", "MOLA PFI"],
                         title=f"TEP fault {fault}: alarm statistics and limits (fitted on d00)")
     fig.savefig(out / f"control_chart_fault{fault}.png", dpi=110)
     contrib = residual.contributions(run)
     alarmed = (r_stats["alarm"].to_numpy() == 1) & (np.arange(len(r_stats)) >= onset)
     rows = contrib[alarmed] if alarmed.any() else contrib.iloc[onset:]
-    fig = contribution_chart(rows, title=f"Residual monitor contributions, fault {fault} "
-                                         f"({'alarmed' if alarmed.any() else 'faulty'} samples)")
+    fig = contribution_chart(rows, descriptions=TEP_DESCRIPTIONS,
+                             title=f"Residual monitor contributions, fault {fault} "
+                                   f"({'alarmed' if alarmed.any() else 'faulty'} samples)")
     fig.savefig(out / f"contributions_fault{fault}.png", dpi=110)
 
 
