@@ -248,7 +248,7 @@ def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, context: tu
 
     ``context`` is (fault onset, TEP variable descriptions), ``plots`` the two chart functions.
     """
-    onset, TEP_DESCRIPTIONS = context
+    onset, descriptions = context
     control_chart, contribution_chart = plots
     residual = fitted["Residual"]
     mola = fitted["MOLA"]
@@ -265,7 +265,7 @@ def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, context: tu
     contrib = residual.contributions(run)
     alarmed = (r_stats["alarm"].to_numpy() == 1) & (np.arange(len(r_stats)) >= onset)
     rows = contrib[alarmed] if alarmed.any() else contrib.iloc[onset:]
-    fig = contribution_chart(rows, descriptions=TEP_DESCRIPTIONS,
+    fig = contribution_chart(rows, descriptions=descriptions,
                              title=f"Residual monitor contributions, fault {fault} "
                                    f"({'alarmed' if alarmed.any() else 'faulty'} samples)")
     fig.savefig(out / f"contributions_fault{fault}.png", dpi=110)
