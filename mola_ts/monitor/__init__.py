@@ -1,7 +1,8 @@
 """Process monitoring: the MOLA monitor, its building blocks and the PCA baselines.
 
-- :class:`MOLAMonitor`: multi-block orthogonal LSTM autoencoders, T^2 and quantile CUSUM on the
-  codes, Bayesian and order-weighted (W-BF) fusion, validation-set limits, streaming scoring.
+- :class:`MOLAMonitor`: multi-block orthogonal LSTM autoencoders (on one-step residuals by
+  default), T^2 and quantile CUSUM on the codes, Bayesian and order-weighted (W-BF) fusion,
+  cross-fitted limits; :class:`MonitorStream`, the streaming scorer of every monitor.
 - :class:`PCAMonitor`, :class:`DPCAMonitor`: PCA / dynamic PCA with T^2 and SPE.
 - building blocks: :mod:`.olae`, :mod:`.charts`, :mod:`.fusion`, :mod:`.blocks`.
 """
@@ -19,9 +20,10 @@ from .charts import (
     t2_statistic,
 )
 from .fusion import OrderWeights, bayesian_combination, fault_probability
-from .mola import MOLAMonitor, MonitorStream
+from .mola import MOLAMonitor
 from .olae import OLAE, ExactOLAE, code_orthogonality, olae_loss, weight_orthogonality
 from .pca import DPCAMonitor, PCAMonitor
+from .stream import MonitorStream
 
 __all__ = [
     "MOLAMonitor", "MonitorStream", "PCAMonitor", "DPCAMonitor", "TEP_BLOCKS", "TEP_LOOP_BLOCKS",

@@ -1,0 +1,181 @@
+"""One MOLA block: its orthogonal LSTM autoencoder(s), T^2 code statistics and CUSUM settings.
+
+A block of MOLA (monitoring spec §1-§3) owns a few variables. :class:`OLAEBlock` holds, per
+network of the block (``n_ensemble`` of them), a :class:`BlockNetwork`: the trained OLAE's
+weights, the mean and precision of its training codes (Hotelling T^2) and the quantile-bin
+edges and allowance of its quantile CUSUM W. :meth:`OLAEBlock.levels` turns windows of the
+block's inputs into the block's T^2, W (and SPE) from a given CUSUM state, row-wise exactly
+(float64 numpy, see :class:`~mola_ts.monitor.olae.ExactOLAE`), so a stream equals a batch.
+
+The block's saved form (:meth:`OLAEBlock.to_state`) is the dict the first MOLAMonitor stored
+per block (``name``, ``columns``, ``members`` with ``olae``, ``t2_mean``, ``t2_precision``,
+``edges``, ``cusum_k``), so files of that version load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..training import seed_everything, train
+from .charts import QuantileCUSUM, fit_t2, quantile_edges, t2_statistic
+from .olae import OLAE, ExactOLAE, olae_loss
+
+__all__ = ["BlockNetwork", "OLAEBlock", "train_olae"]
+
+
+def train_olae(train_windows: np.ndarray, val_windows: np.ndarray, *, hidden_size: int,
+               code_size: int, window: int, ortho_weight: float, ortho_target: str,
+               epochs: int, batch_size: int, lr: float, patience: int, device: str,
+               seed: int | None) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    """Train one OLAE on windows (n, w, variables); early stopping on ``val_windows``.
+
+    Returns its weights as float64 arrays and the per-epoch history.
+    """
+    seed_everything(seed)
+    n_vars = train_windows.shape[2]
+    model = OLAE(n_vars, hidden_size, min(code_size, n_vars), window)
+    ortho_weight = float(ortho_weight)
+
+    def loss_fn(m, batch):
+        return olae_loss(m, batch[0], ortho_weight, ortho_target)[0]
+
+    def val_fn(m, batch):
+        _, mse, ortho = olae_loss(m, batch[0], ortho_weight, ortho_target)
+        return {"loss": mse, "ortho": ortho}
+
+    train_data = (torch.from_numpy(np.ascontiguousarray(train_windows, dtype=np.float32)),)
+    val_data = (torch.from_numpy(np.ascontiguousarray(val_windows, dtype=np.float32)),)
+    result = train(model, train_data, loss_fn=loss_fn, val_data=val_data, val_fn=val_fn,
+                   epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                   device=device, random_state=seed,
+                   drop_last=len(train_windows) > batch_size,
+                   eval_batch_size=max(len(val_windows), 1))
+    model.cpu()
+    state = {k: v.detach().double().numpy().copy() for k, v in model.state_dict().items()}
+    history = [{k: float(v) for k, v in rec.items()} for rec in result.history]
+    return state, history
+
+
+@dataclass
+class BlockNetwork:
+    """One trained OLAE of a block with the statistics of its training codes."""
+
+    weights: dict[str, np.ndarray]
+    window: int
+    t2_mean: np.ndarray | None = None
+    t2_precision: np.ndarray | None = None
+    edges: np.ndarray | None = None
+    cusum_k: float | None = None
+    _exact: ExactOLAE | None = field(default=None, repr=False)
+
+    @property
+    def exact(self) -> ExactOLAE:
+        """The row-wise exact float64 evaluator of the network."""
+        if self._exact is None:
+            self._exact = ExactOLAE(self.weights, self.window)
+        return self._exact
+
+    def fit_statistics(self, windows: np.ndarray, n_bins: int, cusum_allowance: float) -> None:
+        """T^2 mean/precision, CUSUM bin edges and allowance of the codes of ``windows``."""
+        codes = self.exact.encode(windows)
+        self.t2_mean, self.t2_precision = fit_t2(codes)
+        self.edges = quantile_edges(codes, n_bins)
+        self.cusum_k = float(cusum_allowance * codes.shape[1] * (n_bins - 1))
+
+    def to_state(self) -> dict:
+        return {"olae": self.weights, "t2_mean": self.t2_mean,
+                "t2_precision": self.t2_precision, "edges": self.edges,
+                "cusum_k": self.cusum_k}
+
+    @classmethod
+    def from_state(cls, state: dict, window: int) -> BlockNetwork:
+        weights = {k: np.asarray(v, dtype=np.float64) for k, v in state["olae"].items()}
+        return cls(weights, int(window), np.asarray(state["t2_mean"], dtype=np.float64),
+                   np.asarray(state["t2_precision"], dtype=np.float64),
+                   np.asarray(state["edges"], dtype=np.float64), float(state["cusum_k"]))
+
+
+@dataclass
+class OLAEBlock:
+    """A block: its name, the positions of its variables and its network(s)."""
+
+    name: str
+    columns: list[int]
+    networks: list[BlockNetwork]
+
+    def fit_statistics(self, windows: np.ndarray, n_bins: int, cusum_allowance: float) -> None:
+        """Fit every network's code statistics on windows (n, w, all variables)."""
+        win = np.ascontiguousarray(windows[:, :, self.columns])
+        for net in self.networks:
+            net.fit_statistics(win, n_bins, cusum_allowance)
+
+    def init_cusum_state(self) -> list[tuple[np.ndarray, float]]:
+        """The CUSUM state at rest of every network: ``(U_obs, U_exp scalar)``."""
+        return [(np.zeros(net.edges.shape[0] * (net.edges.shape[1] + 1)), 0.0)
+                for net in self.networks]
+
+    def check_cusum_state(self, saved) -> list[tuple[np.ndarray, float]]:
+        """A saved CUSUM state of this block as ``(U_obs, U_exp)`` pairs (ValueError if not)."""
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.networks):
+            raise ValueError(f"the CUSUM state of block {self.name!r} must hold "
+                             f"{len(self.networks)} pairs (one per network)")
+        out = []
+        for net, pair in zip(self.networks, saved, strict=True):
+            cusum = QuantileCUSUM(net.edges, net.cusum_k)
+            u_obs, u_exp = pair
+            cusum.set_state(u_obs, u_exp)
+            if cusum.u_obs.shape != (cusum.n_features * cusum.n_bins,) or \
+                    not np.isfinite(cusum.u_obs).all():
+                raise ValueError(f"the CUSUM state of block {self.name!r} holds a vector of "
+                                 f"shape {cusum.u_obs.shape}, the block needs "
+                                 f"({cusum.n_features * cusum.n_bins},) finite values")
+            out.append((cusum.u_obs, float(cusum._u_exp)))
+        return out
+
+    def levels(self, windows: np.ndarray, cusum_state: list, ok: np.ndarray, spe: bool
+               ) -> tuple[dict[str, np.ndarray], list]:
+        """T^2, W (and SPE) of windows (n, w, all variables); rows not ``ok`` get 0 and do not
+        advance the CUSUM. An ensemble's statistic is its networks' mean (summed in order).
+
+        Returns the levels and the new CUSUM state (the given one is not modified).
+        """
+        win = np.ascontiguousarray(windows[:, :, self.columns])
+        n = len(win)
+        sums = {"T2": np.zeros(n), "W": np.zeros(n)}
+        if spe:
+            sums["SPE"] = np.zeros(n)
+        new_state = []
+        all_ok = bool(ok.all())
+        for net, (u_obs, u_exp) in zip(self.networks, cusum_state, strict=True):
+            with np.errstate(over="ignore", invalid="ignore"):
+                codes = net.exact.encode(win)
+                sums["T2"] += t2_statistic(codes, net.t2_mean, net.t2_precision)
+                if spe:
+                    err = win[:, -1] - net.exact.decode(codes)[:, -1]
+                    sums["SPE"] += np.einsum("ni,ni->n", err, err)
+            cusum = QuantileCUSUM(net.edges, net.cusum_k)
+            cusum.u_obs, cusum._u_exp = u_obs.copy(), float(u_exp)
+            w_stat = np.zeros(n)
+            if all_ok:
+                w_stat[:] = cusum.update(np.nan_to_num(codes))
+            elif ok.any():
+                w_stat[ok] = cusum.update(np.nan_to_num(codes[ok]))
+            sums["W"] += w_stat
+            new_state.append((cusum.u_obs, float(cusum._u_exp)))
+        k = len(self.networks)
+        out = {lev: (v / k if k > 1 else v) for lev, v in sums.items()}
+        for v in out.values():
+            v[~ok] = 0.0
+        return out, new_state
+
+    def to_state(self) -> dict:
+        return {"name": self.name, "columns": list(self.columns),
+                "members": [net.to_state() for net in self.networks]}
+
+    @classmethod
+    def from_state(cls, state: dict, window: int) -> OLAEBlock:
+        return cls(str(state["name"]), [int(c) for c in state["columns"]],
+                   [BlockNetwork.from_state(m, window) for m in state["members"]])
