@@ -90,6 +90,9 @@ default="auto"
         Significance of every limit and the fault prior of the Bayesian combination.
     n_bins, cusum_allowance : int, float, default=10, 0.5
         Quantile CUSUM bins per code feature and allowance (share of ``q (m - 1)``).
+    code_statistics : {"fit", "holdout"}, default="fit"
+        Codes that set the T^2 mean/covariance and the CUSUM bins: of the windows the networks
+        were trained on, or of their early-stopping windows.
     use_spe : bool, default=False
         Fuse the SPE of the last sample too (the decoder is skipped when False).
     limit_method : {"empirical", "kde"}, default="empirical"
@@ -145,7 +148,8 @@ default="auto"
                  validation_fraction: float = 0.3, n_ensemble: int = 1,
                  predictor_order: int = 1, predictor_ridge: float = 1.0,
                  limit: str = "crossfit", n_folds: int = 2, alpha: float = 0.01,
-                 n_bins: int = 10, cusum_allowance: float = 0.5, use_spe: bool = False,
+                 n_bins: int = 10, cusum_allowance: float = 0.5,
+                 code_statistics: str = "fit", use_spe: bool = False,
                  limit_method: str = "empirical", threshold_scale: float = 1.0,
                  range_margin: float | None = 1.0, fusion_scale: str = "evidence",
                  fusion_gamma: float = 0.5, base_weight: float = 0.1, episode_reset: int = 10,
@@ -172,6 +176,7 @@ default="auto"
         self.alpha = alpha
         self.n_bins = n_bins
         self.cusum_allowance = cusum_allowance
+        self.code_statistics = code_statistics
         self.use_spe = use_spe
         self.limit_method = limit_method
         self.threshold_scale = threshold_scale
@@ -334,11 +339,12 @@ default="auto"
                 [std[s.run][s.start:s.stop] for s in fit])
         train_w, val_w = self._fit_windows(core, std, fit)
         max_q = min(self.code_size, len(columns))
-        if len(train_w) < max(2 * max_q + 2, self.n_bins, 10) or len(val_w) < 10:
+        need_val = 10 if self.limit == "holdout" else 2  # hold-out windows set limits too
+        if len(train_w) < max(2 * max_q + 2, self.n_bins, 10) or len(val_w) < need_val:
             raise ValueError(
                 f"X gives a model {len(train_w)} training and {len(val_w)} early-stopping "
                 f"windows of {self.window} samples; at least {max(2 * max_q + 2, self.n_bins, 10)}"
-                " and 10 are needed (more data, a shorter window or fewer n_folds)")
+                f" and {need_val} are needed (more data, a shorter window or fewer n_folds)")
         positions, core["kind"] = resolve_blocks(self.blocks, columns, X=train_w[:, -1],
                                                  n_blocks=self.n_blocks)
         blocks, history = [], {}
@@ -361,14 +367,16 @@ default="auto"
                       f"held-out MSE {hists[0][-1].get('val_loss', float('nan')):.4f}",
                       flush=True)
         core["blocks"], core["history"] = blocks, history
-        self._fit_core_statistics(core, std, fit, train_w)
+        self._fit_core_statistics(core, std, fit, (train_w, val_w))
         return core
 
-    def _fit_core_statistics(self, core, std, fit, train_w=None) -> None:
-        if train_w is None:
-            train_w = self._fit_windows(core, std, fit)[0]
+    def _fit_core_statistics(self, core, std, fit, windows=None) -> None:
+        """T^2 and CUSUM reference of every block: codes of the training windows, or with
+        ``code_statistics="holdout"`` of the early-stopping windows (no gradient step saw them)."""
+        train_w, val_w = self._fit_windows(core, std, fit) if windows is None else windows
+        reference = val_w if self.code_statistics == "holdout" else train_w
         for block in core["blocks"]:
-            block.fit_statistics(train_w, self.n_bins, self.cusum_allowance)
+            block.fit_statistics(reference, self.n_bins, self.cusum_allowance)
 
     def _core_from_state(self, state: dict) -> dict:
         pred = state.get("predictor")

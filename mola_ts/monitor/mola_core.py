@@ -45,7 +45,8 @@ NETWORK_PARAMS = ("blocks", "n_blocks", "design", "window", "hidden_size", "code
 # the parameters the scoring of a fitted monitor depends on (statistics() checks them)
 SCORING_PARAMS = ("blocks", "n_blocks", "design", "window", "hidden_size", "code_size",
                   "n_ensemble", "predictor_order", "predictor_ridge", "limit", "n_folds",
-                  "alpha", "n_bins", "cusum_allowance", "use_spe", "limit_method",
+                  "alpha", "n_bins", "cusum_allowance", "code_statistics", "use_spe",
+                  "limit_method",
                   "threshold_scale", "fusion_scale", "fusion_gamma", "base_weight",
                   "episode_reset")
 
@@ -71,7 +72,8 @@ def check_mola_params(m) -> None:
             raise ValueError(f"{name} must lie in ({lo}, {hi}), got {value!r}")
     for name, choices in (("design", DESIGNS), ("limit", LIMITS),
                           ("fusion_scale", FUSION_SCALES), ("ortho_target", ORTHO_TARGETS),
-                          ("limit_method", ("empirical", "kde"))):
+                          ("limit_method", ("empirical", "kde")),
+                          ("code_statistics", ("fit", "holdout"))):
         if getattr(m, name) not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {getattr(m, name)!r}")
     for name in ("threshold_scale", "lr"):
@@ -143,12 +145,9 @@ class MOLAEngine:
     """Scoring internals and the stream protocol of :class:`~mola_ts.monitor.MOLAMonitor`."""
 
     def _min_fit_rows(self) -> int:
-        """Rows ``fit`` needs: every model must see enough windows for its code statistics."""
+        """Rows ``fit`` needs at the least (each model then checks its own windows)."""
         need = int(self.window) + self._lags() + 9 + 2 * int(self.code_size)
-        share = min(self.validation_fraction, 1 - self.validation_fraction)
-        if self.limit == "holdout":
-            return int(np.ceil(need / share))
-        return int(np.ceil(need / share * self.n_folds / max(self.n_folds - 1, 1)))
+        return int(np.ceil(need / min(self.validation_fraction, 1 - self.validation_fraction)))
 
     def _lags(self) -> int:
         return int(self.predictor_order) if self.design == "residual" else 0
