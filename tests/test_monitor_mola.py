@@ -11,7 +11,8 @@ BLOCKS = {"b1": ["a", "b", "c"], "b2": ["d", "e", "f"]}
 PARAMS = dict(blocks=BLOCKS, window=5, hidden_size=8, code_size=2, epochs=3, patience=2,
               use_spe=True, random_state=0)
 # the first implementation: autoencoders of levels, limits from the last 30 % of each run
-LEGACY = dict(PARAMS, design="level", limit="holdout", fusion_scale="probability")
+LEGACY = dict(PARAMS, design="level", limit="holdout", fusion_scale="probability",
+              cusum_allowance=0.5, code_statistics="fit")
 WARM = 5  # warm-up rows of the residual design: 1 lag + window - 1
 
 

@@ -4,7 +4,8 @@ Policy under test (documented in MonitorStream and docs/how-to/streaming.md): a 
 streamed sample holds the variable's last valid value and flags the sample (sensor_fault,
 missing_variables); past max_hold consecutive held samples of a variable, or with every
 variable missing, the sample is unmonitorable (every statistic 0 -- it was NaN before scores
-became always finite --, monitorable = 0, CUSUM and W-BF untouched) or raises (on_stale="raise"); a variable missing before any valid value raises;
+became always finite --, monitorable = 0, CUSUM and W-BF untouched) or raises
+(on_stale="raise"); a variable missing before any valid value raises;
 missing="raise" raises on any NaN/inf. A failed update leaves the stream unchanged.
 """
 

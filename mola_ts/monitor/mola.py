@@ -60,7 +60,10 @@ class MOLAMonitor(MOLAEngine, MonitorMixin, SaveLoadMixin, BaseEstimator):
     ----------
     blocks : {"auto", "tep", "tep_loops", "correlation", "single"}, mapping or list of lists, \
 default="auto"
-        The variable partition (:mod:`mola_ts.monitor.blocks`).
+        The variable partition (:mod:`mola_ts.monitor.blocks`). ``"auto"``: for the 52 TEP
+        variables the unit partition (``"tep"``) in the level design and the control-loop
+        partition (``"tep_loops"``: each valve with its measurement) in the residual design,
+        otherwise the correlation clustering.
     n_blocks : int, default=4
         Blocks of the ``"correlation"`` partition.
     design : {"residual", "level"}, default="residual"
@@ -88,11 +91,15 @@ default="auto"
         Time-block folds of ``limit="crossfit"`` (>= 2; K + 1 models are trained).
     alpha : float, default=0.01
         Significance of every limit and the fault prior of the Bayesian combination.
-    n_bins, cusum_allowance : int, float, default=10, 0.5
-        Quantile CUSUM bins per code feature and allowance (share of ``q (m - 1)``).
-    code_statistics : {"fit", "holdout"}, default="fit"
-        Codes that set the T^2 mean/covariance and the CUSUM bins: of the windows the networks
-        were trained on, or of their early-stopping windows.
+    n_bins, cusum_allowance : int, float, default=10, 0.15
+        Quantile CUSUM bins per code feature and allowance (share of ``q (m - 1)``; the chart
+        remembers about ``1 / cusum_allowance`` samples in control). The first implementation
+        used 0.5, which forgets too fast to accumulate the small persistent shifts that
+        residuals show.
+    code_statistics : {"holdout", "fit"}, default="holdout"
+        Codes that set the T^2 mean/covariance and the CUSUM bins: of the early-stopping
+        windows (no gradient step saw them, so new normal codes fall in the bins as often) or
+        of the windows the networks were trained on (the first implementation).
     use_spe : bool, default=False
         Fuse the SPE of the last sample too (the decoder is skipped when False).
     limit_method : {"empirical", "kde"}, default="empirical"
@@ -148,8 +155,8 @@ default="auto"
                  validation_fraction: float = 0.3, n_ensemble: int = 1,
                  predictor_order: int = 1, predictor_ridge: float = 1.0,
                  limit: str = "crossfit", n_folds: int = 2, alpha: float = 0.01,
-                 n_bins: int = 10, cusum_allowance: float = 0.5,
-                 code_statistics: str = "fit", use_spe: bool = False,
+                 n_bins: int = 10, cusum_allowance: float = 0.15,
+                 code_statistics: str = "holdout", use_spe: bool = False,
                  limit_method: str = "empirical", threshold_scale: float = 1.0,
                  range_margin: float | None = 1.0, fusion_scale: str = "evidence",
                  fusion_gamma: float = 0.5, base_weight: float = 0.1, episode_reset: int = 10,
@@ -345,7 +352,11 @@ default="auto"
                 f"X gives a model {len(train_w)} training and {len(val_w)} early-stopping "
                 f"windows of {self.window} samples; at least {max(2 * max_q + 2, self.n_bins, 10)}"
                 f" and {need_val} are needed (more data, a shorter window or fewer n_folds)")
-        positions, core["kind"] = resolve_blocks(self.blocks, columns, X=train_w[:, -1],
+        blocks = self.blocks
+        if isinstance(blocks, str) and blocks == "auto" and self.design == "residual" \
+                and resolve_blocks("auto", columns, X=train_w[:, -1])[1] == "tep":
+            blocks = "tep_loops"  # a residual breaks inside a control loop (training runs)
+        positions, core["kind"] = resolve_blocks(blocks, columns, X=train_w[:, -1],
                                                  n_blocks=self.n_blocks)
         blocks, history = [], {}
         for b, (name, cols) in enumerate(positions.items()):
@@ -498,6 +509,7 @@ default="auto"
         super()._restore_state(state)
         if "design_" not in state:  # a file of the first implementation: its design
             self.design, self.limit, self.fusion_scale = "level", "holdout", "probability"
+            self.code_statistics = "fit"
             self.design_ = "level"
             self.predictor_state_ = None
         self._cache = None

@@ -158,11 +158,13 @@ class OLAEBlock:
                     sums["SPE"] += np.einsum("ni,ni->n", err, err)
             cusum = QuantileCUSUM(net.edges, net.cusum_k)
             cusum.u_obs, cusum._u_exp = u_obs.copy(), float(u_exp)
+            if not np.isfinite(codes).all():
+                codes = np.nan_to_num(codes)
             w_stat = np.zeros(n)
             if all_ok:
-                w_stat[:] = cusum.update(np.nan_to_num(codes))
+                w_stat[:] = cusum.update(codes)
             elif ok.any():
-                w_stat[ok] = cusum.update(np.nan_to_num(codes[ok]))
+                w_stat[ok] = cusum.update(codes[ok])
             sums["W"] += w_stat
             new_state.append((cusum.u_obs, float(cusum._u_exp)))
         k = len(self.networks)

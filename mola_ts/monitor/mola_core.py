@@ -116,17 +116,23 @@ def prepare_runs(m, X) -> dict[str, Any]:
             "std_runs": [(v - mean) / scale for v in runs.values]}
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` unchanged when finite, else clipped by :func:`finite_scores` (a fast path)."""
+    return values if np.isfinite(values).all() else finite_scores(values)
+
+
 def _logsumexp(x: np.ndarray) -> np.ndarray:
-    """Row-wise ``log(sum(exp(x)))`` (-inf for a row of -inf); exact per row."""
-    top = x.max(axis=1)
+    """``log(sum(exp(x)))`` over the last axis (-inf where all are -inf); exact per row."""
+    top = x.max(axis=-1)
     shift = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
-        return shift + np.log(np.einsum("ni->n", np.exp(x - shift[:, None])))
+        return shift + np.log(np.einsum("...i->...", np.exp(x - shift[..., None])))
 
 
 def fault_evidence(stats: np.ndarray, limits: np.ndarray, alpha: float,
                    weights: np.ndarray | None = None) -> np.ndarray:
-    """``-log10(1 - BIC)`` of statistics (n, k) against their limits, without rounding."""
+    """``-log10(1 - BIC)`` of statistics (..., k) against their limits (k,) or (..., k),
+    combined over the last axis without rounding."""
     s = np.asarray(stats, dtype=np.float64)
     pos = s > 0
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
@@ -136,9 +142,10 @@ def fault_evidence(stats: np.ndarray, limits: np.ndarray, alpha: float,
         a = np.where(pos, -inv, -np.inf)
         if weights is not None:
             a = a + np.log(weights)
-        out = (_logsumexp(a) - _logsumexp(a + log_q)) / _LN10
-    out = np.where(np.isneginf(_logsumexp(a)), 0.0, out)
-    return np.maximum(finite_scores(out), 0.0)
+        total = _logsumexp(a)
+        out = (total - _logsumexp(a + log_q)) / _LN10
+    out = np.where(np.isneginf(total), 0.0, out)
+    return np.maximum(_finite(out), 0.0)
 
 
 class MOLAEngine:
@@ -222,21 +229,18 @@ class MOLAEngine:
                 levels, state = block.levels(windows, cusums[bi], ok[first:], self.use_spe)
                 new_cusums.append(state)
                 for lev in raw:
-                    raw[lev][first:, bi] = finite_scores(levels[lev])
-        return raw, warm, finite_scores(inputs), new_cusums
+                    raw[lev][first:, bi] = _finite(levels[lev])
+        return raw, warm, _finite(inputs), new_cusums
 
     def _block_indices(self, raw: dict[str, np.ndarray]) -> np.ndarray:
         """Block index (n, blocks): the Bayesian combination of each block's levels."""
         levels = self._levels_used()
-        out = []
-        for bi, state in enumerate(self.block_states_):
-            stats = np.stack([raw[lev][:, bi] for lev in levels], axis=1)
-            limits = np.array([self.limits_[state["name"]][lev] for lev in levels])
-            if self.fusion_scale == "evidence":
-                out.append(fault_evidence(stats, limits, self.alpha))
-            else:
-                out.append(bayesian_combination(*fault_probability(stats, limits, self.alpha)))
-        return np.stack(out, axis=1)
+        stats = np.stack([raw[lev] for lev in levels], axis=2)  # (n, blocks, levels)
+        limits = np.array([[self.limits_[state["name"]][lev] for lev in levels]
+                           for state in self.block_states_])
+        if self.fusion_scale == "evidence":
+            return fault_evidence(stats, limits, self.alpha)
+        return bayesian_combination(*fault_probability(stats, limits, self.alpha))
 
     def _fuse_blocks(self, index: np.ndarray, order: OrderWeights, scored: np.ndarray):
         """``(PFI, score, W-BF weights)`` of block indices; advances the episode on scored rows."""
