@@ -45,6 +45,8 @@ def time_block_folds(run_lengths, n_folds: int) -> list[CrossFitFold]:
     on the rest (the rest of a run split by the held-out block is two segments, so that lagged
     features or windows never bridge the gap).
 
+    Examples
+    --------
     >>> [f.held_out for f in time_block_folds([10], 2)]
     [(Segment(run=0, start=0, stop=5),), (Segment(run=0, start=5, stop=10),)]
     """

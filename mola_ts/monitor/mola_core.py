@@ -331,6 +331,9 @@ class MOLAEngine:
             columns[f"{name}.index_limit"] = np.full(n, self.limits_[name]["index"])
             columns[f"{name}.weight"] = weights[:, bi]
         columns["PFI"] = pfi
+        pfi_limit = (self.threshold_ if self.fusion_scale == "probability"
+                     else float(-np.expm1(-self.threshold_ * _LN10)))
+        columns["PFI_limit"] = np.full(n, pfi_limit)  # the threshold on the PFI scale
         columns["score"] = score
         columns["score_limit"] = np.full(n, self.threshold_)
         columns["alarm"] = (scored & ((score > self.threshold_) | out_of_range)).astype(np.int64)
