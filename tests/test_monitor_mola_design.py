@@ -153,19 +153,22 @@ def test_the_first_design_is_reachable_and_its_files_load_and_score_as_before(tm
     assert monitor.threshold_ == expected["threshold"]
     stats = monitor.statistics(X)
     done = ~np.isnan(old)
-    np.testing.assert_array_equal(stats.PFI.to_numpy()[done], old[done])
+    # equal up to rounding: the CUSUMs of all networks now advance together, which sums their
+    # squares in another order than the first implementation did
+    np.testing.assert_allclose(stats.PFI.to_numpy()[done], old[done], rtol=1e-9, atol=1e-300)
     np.testing.assert_array_equal(stats.score.to_numpy(), stats.PFI.to_numpy())
     # its unscored rows were NaN; now they are warm-up rows with a finite 0
     assert (stats.warmup.to_numpy() == ~done).all() and (stats.score[~done] == 0).all()
     stream = MonitorStream.load(DATA / "mola_v1_stream.pt")
-    np.testing.assert_array_equal(stream.update(X.iloc[50:60]).PFI.to_numpy(),
-                                  expected["stream_next_pfi"])
+    np.testing.assert_allclose(stream.update(X.iloc[50:60]).PFI.to_numpy(),
+                               expected["stream_next_pfi"], rtol=1e-9, atol=1e-300)
     # the same settings fitted today give the same model, bit for bit
     refit = MOLAMonitor(blocks={"b1": ["a", "b"], "b2": ["c", "d"]}, window=3, hidden_size=4,
                         code_size=2, epochs=2, patience=20, design="level", limit="holdout",
                         fusion_scale="probability", cusum_allowance=0.5,
                         code_statistics="fit").fit(X)
-    np.testing.assert_array_equal(refit.statistics(X).PFI.to_numpy()[done], old[done])
+    np.testing.assert_allclose(refit.statistics(X).PFI.to_numpy()[done], old[done], rtol=1e-9,
+                               atol=1e-300)
     # and a re-saved old model keeps its design
     back = MOLAMonitor.load(monitor.save(tmp_path / "again.pt"))
     assert back.design == "level"

@@ -23,7 +23,59 @@ from ..training import seed_everything, train
 from .charts import QuantileCUSUM, fit_t2, quantile_edges, t2_statistic
 from .olae import OLAE, ExactOLAE, olae_loss
 
-__all__ = ["BlockNetwork", "OLAEBlock", "train_olae"]
+__all__ = ["BlockNetwork", "OLAEBlock", "train_olae", "joint_cusum"]
+
+
+def joint_cusum(positions: list[np.ndarray], states: list[tuple[np.ndarray, float]],
+                allowances: list[float], n_bins: int, ok: np.ndarray
+                ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, float]]]:
+    """Advance the quantile CUSUMs (spec §3) of several networks together, one row at a time.
+
+    ``positions[b]`` (n, q_b) are network b's flat indicator positions
+    (:meth:`~mola_ts.monitor.charts.QuantileCUSUM.bin_indices`), ``states[b]`` its
+    ``(U_obs, U_exp)`` and ``allowances[b]`` its k. The recursion is the one of
+    :class:`~mola_ts.monitor.charts.QuantileCUSUM`, written for all networks at once (one set of
+    array operations per row instead of one per row and network). Rows not ``ok`` give W = 0 and
+    leave the state. Returns each network's W (n,) and new state (the given ones are kept).
+    """
+    n_net, n = len(positions), len(ok)
+    sizes = [p.shape[1] * n_bins for p in positions]
+    width = max(sizes) + 1  # one scratch column takes the padding of shorter networks
+    u = np.zeros((n_net, width))
+    valid = np.zeros((n_net, width))
+    for b, (u_obs, _) in enumerate(states):
+        u[b, :sizes[b]] = u_obs
+        valid[b, :sizes[b]] = 1.0
+    u_exp = np.array([float(st[1]) for st in states])
+    k = np.asarray(allowances, dtype=np.float64)
+    q = np.array([p.shape[1] for p in positions], dtype=np.float64)
+    q_max = int(q.max())
+    hot = np.full((n, n_net, q_max), width - 1, dtype=np.int64)
+    pad = np.zeros((n_net, q_max))
+    for b, p in enumerate(positions):
+        hot[:, b, :p.shape[1]] = p
+        pad[b, :p.shape[1]] = 1.0
+    hot += (np.arange(n_net) * width)[None, :, None]
+    f0 = 1.0 / n_bins
+    w_out = np.zeros((n, n_net))
+    flat = u.reshape(-1)  # a view: updates through it change u
+    for t in np.flatnonzero(ok):
+        h = hot[t]
+        e = u_exp + f0
+        d = (u - e[:, None]) * valid
+        c = (np.einsum("bq,bq->b", d, d)
+             + 2.0 * np.einsum("bq->b", d.reshape(-1)[h] * pad) + q) / e
+        reset = c <= k
+        shrink = np.where(reset, 0.0, (c - k) / c)
+        flat[h] += pad
+        u *= shrink[:, None]
+        flat[width - 1::width] = 0.0
+        u_exp = e * shrink
+        d = (u - u_exp[:, None]) * valid
+        w_out[t] = np.where(reset, 0.0, np.einsum("bq,bq->b", d, d)
+                            / np.where(reset, 1.0, u_exp))
+    new_states = [(u[b, :sizes[b]].copy(), float(u_exp[b])) for b in range(n_net)]
+    return [w_out[:, b].copy() for b in range(n_net)], new_states
 
 
 def train_olae(train_windows: np.ndarray, val_windows: np.ndarray, *, hidden_size: int,
@@ -135,43 +187,32 @@ class OLAEBlock:
             out.append((cusum.u_obs, float(cusum._u_exp)))
         return out
 
-    def levels(self, windows: np.ndarray, cusum_state: list, ok: np.ndarray, spe: bool
-               ) -> tuple[dict[str, np.ndarray], list]:
-        """T^2, W (and SPE) of windows (n, w, all variables); rows not ``ok`` get 0 and do not
-        advance the CUSUM. An ensemble's statistic is its networks' mean (summed in order).
-
-        Returns the levels and the new CUSUM state (the given one is not modified).
+    def levels(self, windows: np.ndarray, ok: np.ndarray, spe: bool
+               ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """T^2 (and SPE) of windows (n, w, all variables), networks' mean (summed in order), 0
+        on rows not ``ok``; and each network's CUSUM bin positions (n, q) for :func:`joint_cusum`.
         """
         win = np.ascontiguousarray(windows[:, :, self.columns])
         n = len(win)
-        sums = {"T2": np.zeros(n), "W": np.zeros(n)}
+        sums = {"T2": np.zeros(n)}
         if spe:
             sums["SPE"] = np.zeros(n)
-        new_state = []
-        all_ok = bool(ok.all())
-        for net, (u_obs, u_exp) in zip(self.networks, cusum_state, strict=True):
+        positions = []
+        for net in self.networks:
             with np.errstate(over="ignore", invalid="ignore"):
                 codes = net.exact.encode(win)
                 sums["T2"] += t2_statistic(codes, net.t2_mean, net.t2_precision)
                 if spe:
                     err = win[:, -1] - net.exact.decode(codes)[:, -1]
                     sums["SPE"] += np.einsum("ni,ni->n", err, err)
-            cusum = QuantileCUSUM(net.edges, net.cusum_k)
-            cusum.u_obs, cusum._u_exp = u_obs.copy(), float(u_exp)
             if not np.isfinite(codes).all():
                 codes = np.nan_to_num(codes)
-            w_stat = np.zeros(n)
-            if all_ok:
-                w_stat[:] = cusum.update(codes)
-            elif ok.any():
-                w_stat[ok] = cusum.update(codes[ok])
-            sums["W"] += w_stat
-            new_state.append((cusum.u_obs, float(cusum._u_exp)))
+            positions.append(QuantileCUSUM(net.edges, net.cusum_k).bin_indices(codes))
         k = len(self.networks)
         out = {lev: (v / k if k > 1 else v) for lev, v in sums.items()}
         for v in out.values():
             v[~ok] = 0.0
-        return out, new_state
+        return out, positions
 
     def to_state(self) -> dict:
         return {"name": self.name, "columns": list(self.columns),

@@ -25,7 +25,7 @@ import numpy as np
 from .base import check_finite_scale, validate_fit_runs
 from .calibration import finite_scores
 from .fusion import OrderWeights, bayesian_combination, fault_probability
-from .mola_blocks import OLAEBlock
+from .mola_blocks import OLAEBlock, joint_cusum
 from .olae import ORTHO_TARGETS
 from .predictor import RidgeVAR, lag_matrix
 
@@ -220,16 +220,33 @@ class MOLAEngine:
         warm[:first] = True
         blocks = core["blocks"]
         raw = {lev: np.zeros((n_new, len(blocks))) for lev in self._levels_used()}
+        raw["W"] = np.zeros((n_new, len(blocks)))
         new_cusums = cusums
         if first < n_new:
             start = n_hist + first - p - w + 1
             windows = self._windows(inputs_full)[start:]
-            new_cusums = []
+            positions, states, allowances, owner = [], [], [], []
             for bi, block in enumerate(blocks):
-                levels, state = block.levels(windows, cusums[bi], ok[first:], self.use_spe)
-                new_cusums.append(state)
-                for lev in raw:
+                levels, block_positions = block.levels(windows, ok[first:], self.use_spe)
+                for lev in levels:
                     raw[lev][first:, bi] = _finite(levels[lev])
+                positions += block_positions
+                states += list(cusums[bi])
+                allowances += [net.cusum_k for net in block.networks]
+                owner += [bi] * len(block.networks)
+            w_stats, new_states = joint_cusum(positions, states, allowances, self.n_bins,
+                                              ok[first:])
+            new_cusums = [[] for _ in blocks]
+            for bi, w_stat, state in zip(owner, w_stats, new_states, strict=True):
+                new_cusums[bi].append(state)
+                if len(new_cusums[bi]) == 1:
+                    raw["W"][first:, bi] = w_stat
+                else:
+                    raw["W"][first:, bi] += w_stat
+            for bi, block in enumerate(blocks):  # an ensemble's W is its networks' mean
+                if len(block.networks) > 1:
+                    raw["W"][first:, bi] /= len(block.networks)
+                raw["W"][first:, bi] = _finite(raw["W"][first:, bi])
         return raw, warm, _finite(inputs), new_cusums
 
     def _block_indices(self, raw: dict[str, np.ndarray]) -> np.ndarray:
