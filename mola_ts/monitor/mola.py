@@ -28,7 +28,6 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import Segment, time_block_folds
 from ..persistence import SaveLoadMixin
 from .base import MonitorMixin
 from .blocks import resolve_blocks
@@ -287,38 +286,6 @@ default="auto"
         return self
 
     # ------------------------------------------------------------------ fit internals
-    def _plan(self, lengths: list[int]) -> list[tuple[tuple[Segment, ...], tuple[Segment, ...]]]:
-        """``(fit segments, scored segments)`` of every model; the last one is the final model.
-
-        ``"holdout"``: one model on the first part of each run, scored on the last part.
-        ``"crossfit"``: one model per time-block fold, then the final model on everything.
-        """
-        if self.limit == "holdout":
-            fit, held = [], []
-            for r, n in enumerate(lengths):
-                cut = n - int(round(self.validation_fraction * n))
-                fit.append(Segment(r, 0, cut))
-                held.append(Segment(r, cut, n))
-            return [(tuple(fit), tuple(held))]
-        folds = time_block_folds(lengths, self.n_folds)
-        everything = tuple(Segment(r, 0, n) for r, n in enumerate(lengths))
-        return [(f.fit, f.held_out) for f in folds] + [(everything, ())]
-
-    def _residual_scale(self, std: list[np.ndarray], plan) -> np.ndarray:
-        """Per variable, the standard deviation of the out-of-fold one-step residuals."""
-        parts = []
-        for fit, held in plan:
-            if not held:
-                continue
-            var = RidgeVAR(self.predictor_order, self.predictor_ridge).fit(
-                [std[s.run][s.start:s.stop] for s in fit])
-            for s in held:
-                seg = std[s.run][max(0, s.start - self.predictor_order):s.stop]
-                parts.append(self._residuals(var, seg))
-        res = np.concatenate(parts)
-        scale = res.std(axis=0, ddof=1)
-        return np.where(scale > 0, scale, 1.0)
-
     def _fit_windows(self, core: dict, std: list[np.ndarray], fit) -> tuple[np.ndarray, ...]:
         """Training and early-stopping windows of a model's inputs on its fit segments."""
         train_parts, val_parts = [], []

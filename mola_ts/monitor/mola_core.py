@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import Segment, time_block_folds
 from .base import check_finite_scale, validate_fit_runs
 from .calibration import finite_scores
 from .fusion import OrderWeights, bayesian_combination, fault_probability
@@ -155,6 +156,38 @@ class MOLAEngine:
         """Rows ``fit`` needs at the least (each model then checks its own windows)."""
         need = int(self.window) + self._lags() + 9 + 2 * int(self.code_size)
         return int(np.ceil(need / min(self.validation_fraction, 1 - self.validation_fraction)))
+
+    def _plan(self, lengths: list[int]) -> list[tuple[tuple[Segment, ...], tuple[Segment, ...]]]:
+        """``(fit segments, scored segments)`` of every model; the last one is the final model.
+
+        ``"holdout"``: one model on the first part of each run, scored on the last part.
+        ``"crossfit"``: one model per time-block fold, then the final model on everything.
+        """
+        if self.limit == "holdout":
+            fit, held = [], []
+            for r, n in enumerate(lengths):
+                cut = n - int(round(self.validation_fraction * n))
+                fit.append(Segment(r, 0, cut))
+                held.append(Segment(r, cut, n))
+            return [(tuple(fit), tuple(held))]
+        folds = time_block_folds(lengths, self.n_folds)
+        everything = tuple(Segment(r, 0, n) for r, n in enumerate(lengths))
+        return [(f.fit, f.held_out) for f in folds] + [(everything, ())]
+
+    def _residual_scale(self, std: list[np.ndarray], plan) -> np.ndarray:
+        """Per variable, the standard deviation of the out-of-fold one-step residuals."""
+        parts = []
+        for fit, held in plan:
+            if not held:
+                continue
+            var = RidgeVAR(self.predictor_order, self.predictor_ridge).fit(
+                [std[s.run][s.start:s.stop] for s in fit])
+            for s in held:
+                seg = std[s.run][max(0, s.start - self.predictor_order):s.stop]
+                parts.append(self._residuals(var, seg))
+        res = np.concatenate(parts)
+        scale = res.std(axis=0, ddof=1)
+        return np.where(scale > 0, scale, 1.0)
 
     def _lags(self) -> int:
         return int(self.predictor_order) if self.design == "residual" else 0
