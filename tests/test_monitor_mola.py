@@ -224,6 +224,15 @@ def test_recalibrate_equals_a_fresh_fit_with_the_new_settings(fitted):
         clone(monitor).fit(X).recalibrate(_process(320, seed=9))
 
 
+def test_recalibrate_in_the_first_design():
+    X = _process()
+    legacy = MOLAMonitor(**LEGACY).fit(X)
+    assert legacy.fold_states_ == []  # one model, limits from its hold-out
+    again = clone(legacy).fit(X).set_params(alpha=0.02).recalibrate(X)
+    fresh = MOLAMonitor(**{**LEGACY, "alpha": 0.02}).fit(X)
+    assert again.limits_ == fresh.limits_
+
+
 def test_threshold_scale_multiplies_the_held_out_pfi_quantile(fitted):
     monitor, X = fitted
     scaled = clone(monitor).set_params(threshold_scale=3.0).fit(X)

@@ -240,7 +240,7 @@ default="auto"
              "held_out": [list(map(int, (s.run, s.start, s.stop))) for s in held],
              "predictor": None if c["predictor"] is None else c["predictor"].get_state(),
              "blocks": [b.to_state() for b in c["blocks"]]}
-            for (fit, held), c in zip(plan, cores, strict=True) if held]
+            for (fit, held), c in zip(plan[:-1], cores[:-1], strict=True)]  # the fold models
         self.network_params_ = {k: self.get_params(deep=False)[k] for k in NETWORK_PARAMS}
         inputs = np.concatenate([self._inputs(final, std[s.run][s.start:s.stop])
                                  for s in plan[-1][0]])
