@@ -67,6 +67,8 @@ default="auto"
         Blocks of the ``"correlation"`` partition.
     design : {"residual", "level"}, default="residual"
         What the autoencoders see (see the module docstring).
+    input_transform : {"none", "asinh"}, default="none"
+        ``"asinh"`` passes the inputs through ``arcsinh`` (non-saturating: logarithmic tails).
     window : int, default=5
         Samples per window; a window is scored at its last sample (causal).
     hidden_size : int, default=16
@@ -148,7 +150,8 @@ default="auto"
                    "settings")
 
     def __init__(self, blocks: Any = "auto", n_blocks: int = 4, design: str = "residual",
-                 window: int = 5, hidden_size: int = 16, code_size: int = 4,
+                 input_transform: str = "none", window: int = 5, hidden_size: int = 16,
+                 code_size: int = 4,
                  ortho_weight: float = 1.0, ortho_target: str = "codes", epochs: int = 60,
                  batch_size: int = 32, lr: float = 1e-3, patience: int = 10,
                  validation_fraction: float = 0.3, n_ensemble: int = 1,
@@ -164,6 +167,7 @@ default="auto"
         self.blocks = blocks
         self.n_blocks = n_blocks
         self.design = design
+        self.input_transform = input_transform
         self.window = window
         self.hidden_size = hidden_size
         self.code_size = code_size

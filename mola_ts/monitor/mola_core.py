@@ -39,12 +39,14 @@ FUSION_SCALES = ("evidence", "probability")
 _LN10 = float(np.log(10.0))
 
 # the parameters that shape the trained networks (recalibrate must not see them change)
-NETWORK_PARAMS = ("blocks", "n_blocks", "design", "window", "hidden_size", "code_size",
+NETWORK_PARAMS = ("blocks", "n_blocks", "design", "input_transform", "window", "hidden_size",
+                  "code_size",
                   "ortho_weight", "ortho_target", "epochs", "batch_size", "lr", "patience",
                   "validation_fraction", "n_ensemble", "predictor_order", "predictor_ridge",
                   "limit", "n_folds", "random_state", "device")
 # the parameters the scoring of a fitted monitor depends on (statistics() checks them)
-SCORING_PARAMS = ("blocks", "n_blocks", "design", "window", "hidden_size", "code_size",
+SCORING_PARAMS = ("blocks", "n_blocks", "design", "input_transform", "window", "hidden_size",
+                  "code_size",
                   "n_ensemble", "predictor_order", "predictor_ridge", "limit", "n_folds",
                   "alpha", "n_bins", "cusum_allowance", "code_statistics", "use_spe",
                   "limit_method",
@@ -74,7 +76,8 @@ def check_mola_params(m) -> None:
     for name, choices in (("design", DESIGNS), ("limit", LIMITS),
                           ("fusion_scale", FUSION_SCALES), ("ortho_target", ORTHO_TARGETS),
                           ("limit_method", ("empirical", "kde")),
-                          ("code_statistics", ("fit", "holdout"))):
+                          ("code_statistics", ("fit", "holdout")),
+                          ("input_transform", ("none", "asinh"))):
         if getattr(m, name) not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {getattr(m, name)!r}")
     for name in ("threshold_scale", "lr"):
@@ -207,10 +210,14 @@ class MOLAEngine:
     def _inputs(self, core: dict, rows: np.ndarray) -> np.ndarray:
         """The autoencoders' inputs of standardised ``rows`` (the first ``_lags()`` have none)."""
         if self.design == "level":
-            return rows
-        if len(rows) <= self._lags():
+            out = rows
+        elif len(rows) <= self._lags():
             return np.empty((0, rows.shape[1]))
-        return self._residuals(core["predictor"], rows) / self.residual_scale_
+        else:
+            out = self._residuals(core["predictor"], rows) / self.residual_scale_
+        # "asinh": linear near 0, logarithmic in the tails, so a large deviation still moves
+        # the LSTM's gates instead of pinning them (the option of non-saturating inputs)
+        return np.arcsinh(out) if getattr(self, "input_transform", "none") == "asinh" else out
 
     def _windows(self, inputs: np.ndarray) -> np.ndarray:
         w = int(self.window)
