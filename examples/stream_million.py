@@ -88,9 +88,9 @@ def main() -> None:
         counts["unmonitorable"] += int((out["monitorable"] == 0).sum())
         done += n
         if done >= next_report or done == args.samples:
-            state = stream.get_state()
-            numbers = state["buffer"].size + sum(u.size + 1 for block in state["cusums"]
-                                                 for u, _ in block)
+            engine = stream.get_state()["engine"]
+            numbers = engine["buffer"].size + sum(u.size + 1 for block in engine["cusums"]
+                                                  for u, _ in block)
             print(f"{done:>9} samples  {time.perf_counter() - start:7.1f} s  peak resident "
                   f"memory {rss_mib():6.0f} MiB  stream state {numbers} numbers", flush=True)
             next_report += report_every

@@ -25,12 +25,13 @@ def test_columns_index_and_unscored_rows(fitted):
     test = _faulty()
     out = fitted.predict_fault_probability(test)
     stats = fitted.statistics(test)
-    assert list(out.columns) == ["PFI", "p_value", "fault_probability",
+    assert list(out.columns) == ["PFI", "score", "p_value", "fault_probability",
                                  "fault_probability_lower", "fault_probability_upper"]
     pd.testing.assert_index_equal(out.index, stats.index)
     np.testing.assert_array_equal(out["PFI"].to_numpy(), stats["PFI"].to_numpy())
-    assert out.iloc[:fitted.window - 1].isna().all().all()
-    scored = out.iloc[fitted.window - 1:]
+    warm = fitted._history()  # warm-up rows: p-value 1, probability 0 (they were NaN before)
+    assert (out.p_value.iloc[:warm] == 1).all() and (out.fault_probability.iloc[:warm] == 0).all()
+    scored = out.iloc[warm:]
     assert scored.notna().all().all()
     assert ((scored.fault_probability_lower <= scored.fault_probability + 1e-12)
             & (scored.fault_probability <= scored.fault_probability_upper + 1e-12)).all()
@@ -40,14 +41,15 @@ def test_columns_index_and_unscored_rows(fitted):
 def test_it_is_the_tail_model_of_the_held_out_normal_index(fitted):
     test = _faulty()
     out = fitted.predict_fault_probability(test, coverage=0.8, prior_fault=0.05)
-    held = fitted.validation_statistics_["PFI"]
+    held = fitted.validation_statistics_["score"]  # the out-of-fold scores behind the limit
     reference = FaultProbability(prior_fault=0.05, coverage=0.8).fit(held[np.isfinite(held)])
-    scored = out.iloc[fitted.window - 1:]
-    point, lower, upper = reference.fault_probability(scored.PFI.to_numpy())
+    scored = out.iloc[fitted._history():]
+    point, lower, upper = reference.fault_probability(scored.score.to_numpy())
     np.testing.assert_allclose(scored.fault_probability, point)
     np.testing.assert_allclose(scored.fault_probability_lower, lower)
     np.testing.assert_allclose(scored.fault_probability_upper, upper)
-    np.testing.assert_allclose(scored.p_value, reference.tail_probability(scored.PFI.to_numpy()))
+    np.testing.assert_allclose(scored.p_value,
+                               reference.tail_probability(scored.score.to_numpy()))
 
 
 def test_faulty_samples_get_high_and_normal_samples_low_probability(fitted):
@@ -56,8 +58,8 @@ def test_faulty_samples_get_high_and_normal_samples_low_probability(fitted):
     after = out.fault_probability.iloc[170:]
     assert before.mean() < 0.2
     assert after.mean() > 0.8
-    # monotone in the index: a higher PFI never gets a lower probability
-    scored = out.iloc[fitted.window - 1:].sort_values("PFI")
+    # monotone in the score: a higher score never gets a lower probability
+    scored = out.iloc[fitted.window - 1:].sort_values("score")
     assert (np.diff(scored.fault_probability.to_numpy()) >= -1e-12).all()
     # the default prior is the monitor's alpha, and a larger prior raises every probability
     larger = fitted.predict_fault_probability(_faulty(), prior_fault=0.2)

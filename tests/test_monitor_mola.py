@@ -9,7 +9,11 @@ from mola_ts.monitor.charts import t2_statistic
 
 BLOCKS = {"b1": ["a", "b", "c"], "b2": ["d", "e", "f"]}
 PARAMS = dict(blocks=BLOCKS, window=5, hidden_size=8, code_size=2, epochs=3, patience=2,
-              random_state=0)
+              use_spe=True, random_state=0)
+# the first implementation: autoencoders of levels, limits from the last 30 % of each run
+LEGACY = dict(PARAMS, design="level", limit="holdout", fusion_scale="probability",
+              cusum_allowance=0.5, code_statistics="fit")
+WARM = 5  # warm-up rows of the residual design: 1 lag + window - 1
 
 
 def _process(n=320, seed=0):
@@ -60,23 +64,30 @@ def test_statistics_expose_every_level_with_its_limit(fitted):
             assert (stats[f"{block}.{level}_limit"] == monitor.limits_[block][level]).all()
             assert f"{block}.{level}" in stats
         assert f"{block}.weight" in stats
-    assert (stats["PFI_limit"] == monitor.threshold_).all()
+    assert (stats["score_limit"] == monitor.threshold_).all()
     assert stats.index.equals(X.index)
-    quality = ["alarm", "sensor_fault", "missing_variables", "monitorable", "out_of_range"]
-    assert stats.iloc[:4].drop(columns=[c for c in stats if c.endswith("_limit")] + quality) \
-        .isna().all().all()
+    # warm-up rows (no full window of residuals yet): flagged, every statistic 0, no alarm
+    # (the first implementation gave NaN here: changed on purpose, scores are always finite)
+    assert (stats.warmup.iloc[:WARM] == 1).all() and (stats.warmup.iloc[WARM:] == 0).all()
+    numeric = stats.drop(columns=["missing_variables"])
+    assert np.isfinite(numeric.to_numpy(dtype=float)).all()
+    level_cols = [c for c in numeric if not c.endswith("_limit")
+                  and c not in ("monitorable", "warmup")]
+    assert (numeric[level_cols].iloc[:WARM] == 0).all().all()
     assert (stats.sensor_fault == 0).all() and (stats.monitorable == 1).all()
     assert (stats.missing_variables == ()).all()
-    assert (stats.alarm.iloc[:4] == 0).all() and stats.iloc[4:].PFI.notna().all()
+    assert (stats.score.iloc[WARM:] >= 0).all() and (stats.score.iloc[WARM:] > 0).mean() > 0.5
 
 
-def test_limits_are_held_out_quantiles(fitted):
-    monitor, X = fitted
+def test_limits_are_held_out_quantiles_in_the_first_design():
+    X = _process()
+    monitor = MOLAMonitor(**LEGACY).fit(X)
     cut = len(X) - round(0.3 * len(X))
     # the held-out stream: scored with its window history, CUSUMs starting at the first
     # held-out sample, exactly as in fit
     held = monitor.statistics(X.iloc[cut - 4:]).iloc[4:]
     assert monitor.threshold_ == pytest.approx(np.quantile(held.PFI, 0.99), rel=1e-12)
+    np.testing.assert_array_equal(held.score, held.PFI)
     for block in BLOCKS:
         for level in ("T2", "W", "SPE", "index"):
             assert monitor.limits_[block][level] == pytest.approx(
@@ -84,29 +95,35 @@ def test_limits_are_held_out_quantiles(fitted):
     assert held.alarm.sum() <= np.ceil(0.01 * len(held))  # at most the top 1 % alarm
 
 
-def test_score_decision_and_predict_conventions(fitted):
-    monitor, X = fitted
+@pytest.mark.parametrize("design", ["residual", "level"])
+def test_score_decision_and_predict_conventions(fitted, design):
+    # the residual design sees a step in these mean-reverting AR(0.7) variables as a persistent
+    # (1 - 0.7) x 6 offset of their residuals, which its CUSUM accumulates: with 320 training
+    # rows and 3 epochs it catches more than half the faulty samples; the level design
+    # (the first implementation) sees the shifted level itself
+    monitor = fitted[0] if design == "residual" else MOLAMonitor(**LEGACY).fit(fitted[1])
+    share, delay = (0.5, 60) if design == "residual" else (0.9, 10)
     test = _process(150, seed=2)
     test.iloc[60:, [0, 1]] += 6.0
     scores = monitor.score_samples(test)
-    np.testing.assert_array_equal(scores, monitor.statistics(test).PFI.to_numpy())
+    np.testing.assert_array_equal(scores, monitor.statistics(test).score.to_numpy())
     np.testing.assert_array_equal(monitor.decision_function(test), scores - monitor.threshold_)
     alarms = monitor.predict(test)
     np.testing.assert_array_equal(alarms, np.where(scores > monitor.threshold_, 1, 0))
     assert set(np.unique(alarms)) <= {0, 1}
-    assert alarms[70:].mean() > 0.9  # a large step in block b1 is caught
+    assert alarms[70:].mean() > share  # a large step in block b1 is caught
     result = monitor.detection_scores(test, onset=60)
-    assert result["fdr"] > 0.9 and result["delay_samples"] <= 10
+    assert result["fdr"] > share and result["delay_samples"] <= delay
     stats = monitor.statistics(test).iloc[70:]
-    assert (stats["b1.index"] > stats["b1.index_limit"]).mean() > 0.9
-    assert (stats["b1.weight"] == 1.0).mean() > 0.9  # the block that alarmed first weighs most
+    assert (stats["b1.index"] > stats["b1.index_limit"]).mean() > share
+    assert (stats["b1.weight"] == 1.0).mean() > share  # the block that alarmed first weighs most
 
 
 def test_spe_contributions_sum_to_the_block_spe(fitted):
     monitor, X = fitted
     contrib = monitor.contributions(X, statistic="SPE")
     stats = monitor.statistics(X)
-    assert list(contrib.columns) == list("abcdef") and contrib.iloc[:4].isna().all().all()
+    assert list(contrib.columns) == list("abcdef") and (contrib.iloc[:WARM] == 0).all().all()
     for block, variables in BLOCKS.items():
         np.testing.assert_allclose(contrib[variables].sum(axis=1, min_count=1),
                                    stats[f"{block}.SPE"], rtol=1e-12)
@@ -116,13 +133,13 @@ def test_t2_contributions_sum_to_the_t2_excess_over_the_mean_window(fitted):
     monitor, X = fitted
     contrib = monitor.contributions(X.iloc[:60], statistic="T2", n_steps=64)
     stats = monitor.statistics(X.iloc[:60])
-    exact = monitor._exact_models()
+    blocks = monitor._final_core()["blocks"]
     for bi, (block, variables) in enumerate(BLOCKS.items()):
-        member = monitor.block_states_[bi]["members"][0]
-        base = t2_statistic(exact[bi][0].encode(np.zeros((1, 5, 3))), member["t2_mean"],
-                            member["t2_precision"])[0]
-        np.testing.assert_allclose(contrib[variables].sum(axis=1).iloc[4:],
-                                   stats[f"{block}.T2"].iloc[4:] - base, rtol=0.02, atol=0.02)
+        net = blocks[bi].networks[0]
+        base = t2_statistic(net.exact.encode(np.zeros((1, 5, 3))), net.t2_mean,
+                            net.t2_precision)[0]
+        np.testing.assert_allclose(contrib[variables].sum(axis=1).iloc[WARM:],
+                                   stats[f"{block}.T2"].iloc[WARM:] - base, rtol=0.02, atol=0.02)
 
 
 def test_save_load_gives_identical_scores(fitted, tmp_path):
@@ -145,10 +162,16 @@ def test_same_seed_same_scores_and_input_untouched():
 
 def test_runs_are_windowed_separately_and_split_per_run():
     X = _process(400, seed=4)
-    monitor = MOLAMonitor(**PARAMS).fit([X.iloc[:250], X.iloc[250:]])
+    legacy = MOLAMonitor(**LEGACY).fit([X.iloc[:250], X.iloc[250:]])
     # per run: 175 + 105 training rows -> 171 + 101 windows; history-primed held-out part
-    assert monitor.n_validation_samples_ == 75 + 45
-    assert len(monitor.training_history_) == 2
+    assert legacy.n_validation_samples_ == 75 + 45
+    assert len(legacy.training_history_) == 2
+    monitor = MOLAMonitor(**PARAMS).fit([X.iloc[:250], X.iloc[250:]])
+    # two time blocks of 200 rows: run 0 [0, 200), then run 0 [200, 250) + run 1 [0, 150);
+    # a block at the start of a run loses its warm-up rows, the others are primed by history
+    assert monitor.n_validation_samples_ == 400 - 2 * WARM
+    assert [f["held_out"] for f in monitor.fold_states_] == [[[0, 0, 200]],
+                                                             [[0, 200, 250], [1, 0, 150]]]
 
 
 def test_clone_and_params():
@@ -168,8 +191,7 @@ def test_clear_errors(fitted):
         MOLAMonitor(**PARAMS).fit(bad)
     with pytest.raises(ValueError, match="5 columns but the estimator was fitted on 6"):
         monitor.predict(X.iloc[:, :5])
-    with pytest.raises(ValueError, match=r"4 rows; at least 5 are needed \(one window"):
-        monitor.statistics(X.iloc[:4])
+    assert (monitor.statistics(X.iloc[:4]).warmup == 1).all()  # scored as warm-up rows
     with pytest.raises(ValueError, match="rows; at least"):
         MOLAMonitor(**PARAMS).fit(X.iloc[:30])
     with pytest.raises(ValueError, match=r"unknown variables \['zz'\]"):
@@ -202,6 +224,15 @@ def test_recalibrate_equals_a_fresh_fit_with_the_new_settings(fitted):
         clone(monitor).fit(X).recalibrate(_process(320, seed=9))
 
 
+def test_recalibrate_in_the_first_design():
+    X = _process()
+    legacy = MOLAMonitor(**LEGACY).fit(X)
+    assert legacy.fold_states_ == []  # one model, limits from its hold-out
+    again = clone(legacy).fit(X).set_params(alpha=0.02).recalibrate(X)
+    fresh = MOLAMonitor(**{**LEGACY, "alpha": 0.02}).fit(X)
+    assert again.limits_ == fresh.limits_
+
+
 def test_threshold_scale_multiplies_the_held_out_pfi_quantile(fitted):
     monitor, X = fitted
     scaled = clone(monitor).set_params(threshold_scale=3.0).fit(X)
@@ -226,15 +257,13 @@ def test_an_ensemble_averages_its_members_and_streams_exactly(tmp_path):
     test = _process(90, seed=7)
     test.iloc[40:, 0] += 3.0
     stats = ens.statistics(test)
-    win = np.lib.stride_tricks.sliding_window_view(
-        (test.to_numpy() - ens.mean_) / ens.scale_, 5, axis=0).transpose(0, 2, 1)
+    core = ens._final_core()
+    win = ens._windows(ens._inputs(core, (test.to_numpy() - ens.mean_) / ens.scale_))
     for bi, block in enumerate(BLOCKS):
-        cols = ens.block_states_[bi]["columns"]
-        t2 = [t2_statistic(ex.encode(np.ascontiguousarray(win[:, :, cols])), m["t2_mean"],
-                           m["t2_precision"])
-              for m, ex in zip(ens.block_states_[bi]["members"], ens._exact_models()[bi],
-                               strict=True)]
-        np.testing.assert_allclose(stats[f"{block}.T2"].iloc[4:], (t2[0] + t2[1]) / 2,
+        cols = core["blocks"][bi].columns
+        t2 = [t2_statistic(net.exact.encode(np.ascontiguousarray(win[:, :, cols])), net.t2_mean,
+                           net.t2_precision) for net in core["blocks"][bi].networks]
+        np.testing.assert_allclose(stats[f"{block}.T2"].iloc[WARM:], (t2[0] + t2[1]) / 2,
                                    rtol=1e-12)
     stream = ens.stream()
     rows = pd.concat([stream.update(test.iloc[i]) for i in range(len(test))])

@@ -3,8 +3,9 @@
 Policy under test (documented in MonitorStream and docs/how-to/streaming.md): a NaN or inf in a
 streamed sample holds the variable's last valid value and flags the sample (sensor_fault,
 missing_variables); past max_hold consecutive held samples of a variable, or with every
-variable missing, the sample is unmonitorable (NaN statistics, monitorable = 0, CUSUM and W-BF
-untouched) or raises (on_stale="raise"); a variable missing before any valid value raises;
+variable missing, the sample is unmonitorable (every statistic 0 -- it was NaN before scores
+became always finite --, monitorable = 0, CUSUM and W-BF untouched) or raises
+(on_stale="raise"); a variable missing before any valid value raises;
 missing="raise" raises on any NaN/inf. A failed update leaves the stream unchanged.
 """
 
@@ -140,15 +141,17 @@ def test_a_variable_missing_past_max_hold_makes_samples_unmonitorable(monitor, m
     stale[start + max_hold:start + gap] = True
     np.testing.assert_array_equal(out["monitorable"], (~stale).astype(int))
     level_columns = [c for c in out if c.endswith((".T2", ".W", ".SPE", ".index", ".weight"))]
-    assert out.loc[stale, level_columns + ["PFI"]].isna().all().all()
+    assert (out.loc[stale, level_columns + ["PFI", "score"]] == 0).all().all()
     assert (out.loc[stale, "alarm"] == 0).all() and (out.loc[stale, "sensor_fault"] == 1).all()
     for t in np.flatnonzero(stale):  # an unmonitorable sample advances no CUSUM or episode
         after = states[t + 1] if t + 1 < len(states) else stream.get_state()
-        for b_before, b_after in zip(states[t]["cusums"], after["cusums"], strict=True):
+        for b_before, b_after in zip(states[t]["engine"]["cusums"], after["engine"]["cusums"],
+                                     strict=True):
             for (u0, e0), (u1, e1) in zip(b_before, b_after, strict=True):
                 np.testing.assert_array_equal(u0, u1)
                 np.testing.assert_array_equal(e0, e1)
-        for a, b in zip(states[t]["order_weights"], after["order_weights"], strict=True):
+        for a, b in zip(states[t]["engine"]["order_weights"], after["engine"]["order_weights"],
+                        strict=True):
             np.testing.assert_array_equal(a, b)
     # before the first stale sample the stream is the forward-filled batch
     first = start + max_hold
@@ -181,7 +184,7 @@ def test_a_sample_with_every_variable_missing_is_unmonitorable(monitor, on_stale
             stream.update(broken.iloc[30:])
         return
     out = stream.update(broken.iloc[30:])
-    assert out["monitorable"].iloc[0] == 0 and np.isnan(out["PFI"].iloc[0])
+    assert out["monitorable"].iloc[0] == 0 and out["PFI"].iloc[0] == out["score"].iloc[0] == 0
     assert out["missing_variables"].iloc[0] == tuple(COLUMNS)
     assert (out["monitorable"].iloc[1:] == 1).all() and out["PFI"].iloc[1:].notna().all()
 
@@ -298,7 +301,9 @@ def test_bad_policy_settings_and_unfitted_or_changed_monitors(monitor):
 def _assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
-        if key == "cusums":
+        if key == "engine":
+            _assert_same_state(a[key], b[key])
+        elif key == "cusums":
             for block_a, block_b in zip(a[key], b[key], strict=True):
                 for (u0, e0), (u1, e1) in zip(block_a, block_b, strict=True):
                     np.testing.assert_array_equal(u0, u1)
@@ -361,9 +366,9 @@ def test_restoring_a_foreign_or_damaged_state_or_file_fails_clearly(monitor, tmp
         stream.set_state(foreign.get_state())
     state = stream.get_state()
     with pytest.raises(ValueError, match="keys"):
-        stream.set_state({"buffer": state["buffer"]})
+        stream.set_state({"buffer": state["engine"]["buffer"]})
     with pytest.raises(ValueError, match="buffer"):
-        stream.set_state({**state, "buffer": np.zeros((2, 5))})
+        stream.set_state({**state, "engine": {**state["engine"], "buffer": np.zeros((2, 5))}})
     with pytest.raises(ValueError, match="n_seen"):
         stream.set_state({**state, "n_seen": -1})
     _assert_same_state(stream.get_state(), state)
@@ -381,9 +386,10 @@ def test_restoring_a_foreign_or_damaged_state_or_file_fails_clearly(monitor, tmp
 # --------------------------------------------------------------------------- memory
 def _state_numbers(stream: MonitorStream) -> int:
     state = stream.get_state()
-    total = state["buffer"].size + state["last_value"].size + state["hold_count"].size
-    total += sum(u.size + e.size for block in state["cusums"] for u, e in block)
-    total += state["order_weights"][0].size
+    engine = state["engine"]
+    total = engine["buffer"].size + state["last_value"].size + state["hold_count"].size
+    total += sum(u.size + np.size(e) for block in engine["cusums"] for u, e in block)
+    total += engine["order_weights"][0].size
     return total
 
 
@@ -405,7 +411,7 @@ def test_stream_state_and_memory_stay_bounded(monitor):
     for _ in range(24):  # 12 000 samples: the state holds the same count of numbers throughout
         stream.update(next(chunks))
         sizes.append(_state_numbers(stream))
-        assert stream.buffer.shape == (W - 1, 6)
+        assert stream.engine["buffer"].shape == (W, 6)  # one lag + window - 1 rows
     assert len(set(sizes)) == 1
     gc.collect()
     tracemalloc.start()

@@ -3,8 +3,9 @@
 - :class:`ResidualMonitor`: T^2 of one-step prediction residuals (innovations), smoothed, with
   one cross-fitted limit.
 
-- :class:`MOLAMonitor`: multi-block orthogonal LSTM autoencoders, T^2 and quantile CUSUM on the
-  codes, Bayesian and order-weighted (W-BF) fusion, validation-set limits, streaming scoring.
+- :class:`MOLAMonitor`: multi-block orthogonal LSTM autoencoders (on one-step residuals by
+  default), T^2 and quantile CUSUM on the codes, Bayesian and order-weighted (W-BF) fusion,
+  cross-fitted limits; :class:`MonitorStream`, the streaming scorer of every monitor.
 - :class:`PCAMonitor`, :class:`DPCAMonitor`: PCA / dynamic PCA with T^2 and SPE.
 - building blocks: :mod:`.olae`, :mod:`.charts`, :mod:`.fusion`, :mod:`.blocks`.
 """
@@ -23,11 +24,12 @@ from .charts import (
     t2_statistic,
 )
 from .fusion import OrderWeights, bayesian_combination, fault_probability
-from .mola import MOLAMonitor, MonitorStream
+from .mola import MOLAMonitor
 from .olae import OLAE, ExactOLAE, code_orthogonality, olae_loss, weight_orthogonality
 from .pca import DPCAMonitor, PCAMonitor
 from .predictor import MLPPredictor, RidgeVAR
 from .residual import ResidualMonitor
+from .stream import MonitorStream
 
 __all__ = [
     "ResidualMonitor", "RidgeVAR", "MLPPredictor", "LimitSupportWarning", "calibrated_limit",

@@ -137,12 +137,10 @@ class ExactOLAE:
         for t in range(self.window):
             pre = fixed if constant_input else _mm(inputs[:, t], w_ih) + bias
             gates = pre + _mm(h, w_hh)
-            i = _sigmoid(gates[:, :hs])
-            f = _sigmoid(gates[:, hs:2 * hs])
+            sig = _sigmoid(gates)  # elementwise: the i, f, o gates (g's part is unused)
             g = np.tanh(gates[:, 2 * hs:3 * hs])
-            o = _sigmoid(gates[:, 3 * hs:])
-            c = f * c + i * g
-            h = o * np.tanh(c)
+            c = sig[:, hs:2 * hs] * c + sig[:, :hs] * g
+            h = sig[:, 3 * hs:] * np.tanh(c)
             outputs.append(h)
         return np.stack(outputs, axis=1)
 
