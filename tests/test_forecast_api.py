@@ -154,7 +154,7 @@ def test_bad_parameters_are_named():
         _mola(router="topk").fit(y)
     with pytest.raises(ValueError, match="backbone must be one of"):
         DirectForecaster(24, 8, backbone="lstm", epochs=1).fit(y)
-    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+    with pytest.raises(ValueError, match="horizon == 0, must be >= 1"):
         DirectForecaster(24, 0).fit(y)
     with pytest.raises(TypeError, match="y must be"):
         DirectForecaster(24, 8).fit("not a series")

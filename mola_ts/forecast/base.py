@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import (
     check_columns_match,
+    check_number,
     check_series,
     future_index,
     sliding_windows,
@@ -122,9 +123,7 @@ class BaseForecaster(BaseEstimator):
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_horizon(self) -> None:
-        h = self.horizon
-        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
-            raise ValueError(f"horizon must be a positive integer, got {h!r}")
+        check_number(self.horizon, "horizon", min_val=1)
 
     def _read(self, y, name: str, *, min_rows: int, what_for: str = "", fitted: bool = False):
         """Validate ``y`` (wide, long or array) into a ValidatedSeries; remember the layout.
