@@ -130,22 +130,23 @@ class MoLAForecaster(NeuralForecaster):
     --------
     >>> import numpy as np
     >>> from mola_ts.forecast import MoLAForecaster
-    >>> y = np.sin(np.arange(400) / 5.0)[:, None].repeat(2, axis=1)
-    >>> small = {"d_model": 16, "d_ff": 16, "n_heads": 2}
-    >>> model = MoLAForecaster(lookback=24, horizon=12, segment_length=4, backbone_params=small,
+    >>> y = np.sin(np.arange(160) / 5.0)[:, None].repeat(2, axis=1)
+    >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+    >>> model = MoLAForecaster(lookback=12, horizon=8, segment_length=4, backbone_params=tiny,
     ...                        n_experts=2, rank=2, epochs=1, foundation_epochs=1)
     >>> model.fit(y).predict().shape
-    (12, 2)
+    (8, 2)
 
-    Five adapters on one foundation, each with a last-layer Laplace: the Laplace mixture.
+    Three adapters on that foundation (reused as it is), each with a last-layer Laplace: the
+    Laplace mixture.
 
-    >>> model = MoLAForecaster(lookback=24, horizon=12, segment_length=4, backbone_params=small,
-    ...                        n_experts=2, rank=2, epochs=1, foundation_epochs=1,
-    ...                        n_ensemble=5, uncertainty="laplace").fit(y)
-    >>> model.predict_distribution().n_components
-    5
-    >>> model.predict_quantiles(alpha=[0.1, 0.5, 0.9]).shape
-    (12, 6)
+    >>> mixture = MoLAForecaster(lookback=12, horizon=8, segment_length=4,
+    ...                          foundation=model.foundation_, n_experts=2, rank=2, epochs=1,
+    ...                          n_ensemble=3, uncertainty="laplace").fit(y)
+    >>> mixture.foundation_ is model.foundation_, mixture.predict_distribution().n_components
+    (True, 3)
+    >>> mixture.predict_quantiles(alpha=[0.1, 0.5, 0.9]).shape
+    (8, 6)
     """
 
     def __init__(self, lookback: int = 96, horizon: int = 96, *, segment_length: int = 24,

@@ -232,17 +232,16 @@ class DirectForecaster(NeuralForecaster):
     --------
     >>> import numpy as np
     >>> from mola_ts.forecast import DirectForecaster
-    >>> y = np.sin(np.arange(300) / 5.0)[:, None].repeat(2, axis=1)
-    >>> model = DirectForecaster(lookback=24, horizon=6, epochs=2, validation_fraction=0)
+    >>> y = np.sin(np.arange(120) / 5.0)[:, None].repeat(2, axis=1)
+    >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+    >>> model = DirectForecaster(lookback=12, horizon=4, backbone_params=tiny, epochs=2)
     >>> model.fit(y).predict().shape
-    (6, 2)
+    (4, 2)
 
     With a predictive distribution (a last-layer Laplace), intervals in sktime's layout:
 
-    >>> model = DirectForecaster(lookback=24, horizon=6, epochs=2, validation_fraction=0,
-    ...                          uncertainty="laplace").fit(y)
-    >>> model.predict_interval(coverage=0.9).shape
-    (6, 4)
+    >>> model.set_params(uncertainty="laplace").fit(y).predict_interval(coverage=0.9).shape
+    (4, 4)
     """
 
     def __init__(self, lookback: int = 96, horizon: int = 96, *, backbone: str = "itransformer",
@@ -314,9 +313,9 @@ class DLinearForecaster(DirectForecaster):
     --------
     >>> import numpy as np
     >>> from mola_ts.forecast import DLinearForecaster
-    >>> y = np.sin(np.arange(300) / 5.0)[:, None]
-    >>> DLinearForecaster(lookback=24, horizon=6, epochs=2).fit(y).predict().shape
-    (6, 1)
+    >>> y = np.sin(np.arange(120) / 5.0)[:, None]
+    >>> DLinearForecaster(lookback=12, horizon=4, kernel_size=5, epochs=2).fit(y).predict().shape
+    (4, 1)
     """
 
     def __init__(self, lookback: int = 96, horizon: int = 96, *, kernel_size: int = 25,

@@ -285,9 +285,10 @@ class PredictiveMixin:
         --------
         >>> import numpy as np
         >>> from mola_ts.forecast import DirectForecaster
-        >>> y = np.sin(np.arange(300) / 5.0)[:, None]
-        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16}, epochs=1,
-        ...                          n_ensemble=2, uncertainty="laplace").fit(y)
+        >>> y = np.sin(np.arange(120) / 5.0)[:, None]
+        >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+        >>> model = DirectForecaster(12, 4, backbone_params=tiny, epochs=1, n_ensemble=2,
+        ...                          uncertainty="laplace").fit(y)
         >>> single = model.sub_ensemble(1, uncertainty="noise")
         >>> single.n_ensemble, single.uncertainty, single.predict_distribution().n_components
         (1, 'noise', 1)
