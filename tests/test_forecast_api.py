@@ -154,10 +154,33 @@ def test_bad_parameters_are_named():
         _mola(router="topk").fit(y)
     with pytest.raises(ValueError, match="backbone must be one of"):
         DirectForecaster(24, 8, backbone="lstm", epochs=1).fit(y)
-    with pytest.raises(ValueError, match="horizon must be a positive integer"):
+    with pytest.raises(ValueError, match="horizon == 0, must be >= 1"):
         DirectForecaster(24, 0).fit(y)
     with pytest.raises(TypeError, match="y must be"):
         DirectForecaster(24, 8).fit("not a series")
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: DirectForecaster(2.5, 8), TypeError, "lookback must be an instance of int"),
+    (lambda: DirectForecaster(24, 8, epochs=True), TypeError,
+     "epochs must be an integer, got bool"),
+    (lambda: DirectForecaster(24, 8, lr=float("nan")), ValueError, "lr must be a number, got NaN"),
+    (lambda: DirectForecaster(24, 8, lr=0), ValueError, "lr == 0, must be > 0"),
+    (lambda: DirectForecaster(24, 8, validation_fraction=1.0), ValueError,
+     "validation_fraction == 1.0, must be < 1"),
+    (lambda: DirectForecaster(24, 8, n_ensemble=np.int64(0)), ValueError,
+     "n_ensemble == 0, must be >= 1"),
+    (lambda: _mola(rank=0), ValueError, "rank == 0, must be >= 1"),
+    (lambda: _mola(n_experts=2.0), TypeError, "n_experts must be an instance of int"),
+    (lambda: _mola(segment_length=True), TypeError, "segment_length must be an integer"),
+    (lambda: SeasonalNaiveForecaster(8, season_length=0), ValueError,
+     "season_length == 0, must be >= 1"),
+    (lambda: ClassicalForecaster(8, lookback=12.0), TypeError,
+     "lookback must be an instance of int"),
+])
+def test_numeric_parameters_are_checked_in_one_style(make, error, match):
+    with pytest.raises(error, match=match):
+        make().fit(_frame())
 
 
 def test_get_params_set_params_and_clone_round_trip():

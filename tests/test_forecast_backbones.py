@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from mola_ts.forecast import BACKBONES, DLinearNet, ITransformer, PatchTransformer, make_backbone
+from mola_ts.forecast import (
+    BACKBONES,
+    DLinearNet,
+    EncoderBackbone,
+    ITransformer,
+    PatchTransformer,
+    make_backbone,
+)
 from mola_ts.nn import LoRAMoEConfig, inject
 
 
@@ -93,3 +100,24 @@ def test_unknown_backbone_and_bad_sizes_are_rejected():
         make_backbone("dlinear", 32, 6, d_model=16)
     with pytest.raises(ValueError, match="kernel_size"):
         DLinearNet(32, 6, kernel_size=4)
+
+
+@pytest.mark.parametrize("name", ["itransformer", "patch"])
+@pytest.mark.parametrize("instance_norm", [True, False])
+def test_transformer_backbones_run_the_shared_prefix_then_suffix(name, instance_norm):
+    torch.manual_seed(0)
+    net = make_backbone(name, 32, 6, d_model=16, d_ff=16, n_heads=2,
+                        instance_norm=instance_norm).eval()
+    assert isinstance(net, EncoderBackbone)
+    modules = dict(net.named_modules())
+    assert all(p in modules for p in net.PREFIX_MODULES)
+    x = torch.randn(3, 32, 2)
+    with torch.no_grad():
+        tokens, mean, std = net.forward_prefix(x)
+        assert (mean is None) == (not instance_norm)
+        torch.testing.assert_close(net.forward_suffix(tokens, mean, std), net(x), rtol=0, atol=0)
+        # the prefix is normalisation, tokens and the first attention block, nothing else
+        normed = x if not instance_norm else (x - x.mean(1, keepdim=True)) / torch.sqrt(
+            x.var(1, keepdim=True, unbiased=False) + 1e-5)
+        expected = net.encoder.layers[0].attention_block(net.tokens(normed))
+        torch.testing.assert_close(tokens, expected)

@@ -63,7 +63,7 @@ def test_baselines_save_and_load(tmp_path):
 
 
 def test_bad_lookback_is_rejected():
-    with pytest.raises(ValueError, match="lookback must be an integer >= 10"):
+    with pytest.raises(ValueError, match="lookback == 5, must be >= 10"):
         ClassicalForecaster(horizon=4, lookback=5).fit(np.arange(50.0))
 
 

@@ -1,8 +1,17 @@
+import numbers
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from mola_ts.data import check_columns_match, check_series, future_index, to_long, to_wide
+from mola_ts.data import (
+    check_columns_match,
+    check_number,
+    check_series,
+    future_index,
+    to_long,
+    to_wide,
+)
 
 
 def _frame(n=10):
@@ -67,3 +76,26 @@ def test_future_index_and_long_format_round_trip():
     pd.testing.assert_frame_equal(wide, frame, check_freq=False, check_names=False)
     with pytest.raises(ValueError, match="do not share"):
         to_wide(long.iloc[1:])
+
+
+def test_check_number_returns_python_numbers_and_accepts_numpy_scalars():
+    assert check_number(np.int64(3), "rank", min_val=1) == 3
+    assert type(check_number(np.int64(3), "rank", min_val=1)) is int
+    assert check_number(np.float32(0.5), "lr", numbers.Real, min_val=0) == 0.5
+    assert type(check_number(1, "lr", numbers.Real)) is float
+
+
+@pytest.mark.parametrize("value, kind, bounds, error, match", [
+    (True, numbers.Integral, {"min_val": 1}, TypeError, "epochs must be an integer, got bool"),
+    (False, numbers.Real, {}, TypeError, "epochs must be a number, got bool"),
+    (2.5, numbers.Integral, {"min_val": 1}, TypeError, "epochs must be an instance of int"),
+    ("3", numbers.Integral, {}, TypeError, "epochs must be an instance of int, not str"),
+    (0, numbers.Integral, {"min_val": 1}, ValueError, "epochs == 0, must be >= 1"),
+    (float("nan"), numbers.Real, {"min_val": 0}, ValueError, "epochs must be a number, got NaN"),
+    (1.0, numbers.Real, {"min_val": 0, "max_val": 1, "include_boundaries": "left"},
+     ValueError, "epochs == 1.0, must be < 1"),
+])
+def test_check_number_names_the_parameter_the_expected_and_the_received(value, kind, bounds,
+                                                                        error, match):
+    with pytest.raises(error, match=match):
+        check_number(value, "epochs", kind, **bounds)

@@ -41,7 +41,13 @@ from .tep import (
     load_tep,
     tep_fault_mask,
 )
-from .validation import ValidatedSeries, check_columns_match, check_series, future_index
+from .validation import (
+    ValidatedSeries,
+    check_columns_match,
+    check_number,
+    check_series,
+    future_index,
+)
 
 __all__ = [
     "DATA_HOME_ENV", "DataIntegrityError", "DataNotFoundError", "fetch_file", "file_sha256",
@@ -51,6 +57,6 @@ __all__ = [
     "DatasetInfo", "RemoteFile", "get_dataset_info", "list_datasets", "DETECTABLE_FAULTS",
     "FAULT_ONSET", "TEP_COLUMNS", "TEP_DESCRIPTIONS", "TEP_FAULTS", "TEP_XMEAS", "TEP_XMV",
     "UNDETECTABLE_FAULTS", "load_tep", "tep_fault_mask", "ValidatedSeries",
-    "check_columns_match", "check_series", "future_index", "CrossFitFold", "Segment",
-    "time_block_folds",
+    "check_columns_match", "check_series", "check_number", "future_index", "CrossFitFold",
+    "Segment", "time_block_folds",
 ]

@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_scalar
 
 from .registry import get_dataset_info
-from .validation import check_series
+from .validation import check_number, check_series
 
 __all__ = [
     "SPLIT_RULES",
@@ -37,13 +36,6 @@ __all__ = [
 
 SPLIT_RULES = ("ett_hour", "ett_minute", "ratio")
 _INT = (int, np.integer)
-
-
-def _int(value, name: str, low: int) -> int:
-    """An integer >= ``low`` (TypeError for other types, bool included; ValueError below)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool")
-    return int(check_scalar(value, name, _INT, min_val=low))
 
 
 def _real_2d(values, name: str = "values") -> np.ndarray:
@@ -61,8 +53,8 @@ def ltsf_borders(n_rows: int, rule: str, lookback: int) -> dict[str, tuple[int, 
     """Row borders ``{"train": (a, b), "val": (a, b), "test": (a, b)}`` of the LTSF protocol."""
     if rule not in SPLIT_RULES:
         raise ValueError(f"rule must be one of {SPLIT_RULES}, got {rule!r}")
-    n_rows = _int(n_rows, "n_rows", 0)
-    lookback = _int(lookback, "lookback", 1)
+    n_rows = check_number(n_rows, "n_rows", min_val=0)
+    lookback = check_number(lookback, "lookback", min_val=1)
     if rule in ("ett_hour", "ett_minute"):
         factor = 1 if rule == "ett_hour" else 4
         n_train, n_val, n_test = (part * factor for part in _ETT_HOUR)
@@ -129,7 +121,7 @@ def ltsf_split(data: pd.DataFrame | str, rule: str | None = None, lookback: int 
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a DataFrame or a dataset name, got {type(data).__name__}")
     rule = rule or "ratio"
-    lookback = 96 if lookback is None else _int(lookback, "lookback", 1)
+    lookback = 96 if lookback is None else check_number(lookback, "lookback", min_val=1)
     # dtype, NaN/inf, duplicated or unsorted timestamps: named errors; values is a copy
     values = check_series(data, name="data").values
     borders = ltsf_borders(len(data), rule, lookback)
@@ -144,10 +136,10 @@ def ltsf_split(data: pd.DataFrame | str, rule: str | None = None, lookback: int 
 
 def n_windows(n_rows: int, lookback: int, horizon: int, stride: int = 1) -> int:
     """Number of windows with start i such that i + lookback + horizon <= n_rows."""
-    n_rows = _int(n_rows, "n_rows", 0)
-    lookback = _int(lookback, "lookback", 1)
-    horizon = _int(horizon, "horizon", 0)
-    stride = _int(stride, "stride", 1)
+    n_rows = check_number(n_rows, "n_rows", min_val=0)
+    lookback = check_number(lookback, "lookback", min_val=1)
+    horizon = check_number(horizon, "horizon", min_val=0)
+    stride = check_number(stride, "stride", min_val=1)
     span = n_rows - lookback - horizon
     return 0 if span < 0 else span // stride + 1
 
@@ -191,9 +183,9 @@ class WindowDataset(torch.utils.data.Dataset):
                 f"first in row {rows[0]}"
             )
         self.series = torch.from_numpy(np.ascontiguousarray(values))
-        self.lookback = _int(lookback, "lookback", 1)
-        self.horizon = _int(horizon, "horizon", 0)
-        self.stride = _int(stride, "stride", 1)
+        self.lookback = check_number(lookback, "lookback", min_val=1)
+        self.horizon = check_number(horizon, "horizon", min_val=0)
+        self.stride = check_number(stride, "stride", min_val=1)
         self._count = n_windows(len(values), self.lookback, self.horizon, self.stride)
         if self._count == 0:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""Input validation shared by every estimator: one place that turns user data into arrays.
+"""Input validation shared by every estimator: one place that turns user data into arrays,
+and the one check of numeric parameters (:func:`check_number`).
 
 Every check raises ``TypeError`` / ``ValueError`` naming the argument, what was expected and what
 was received. The user's object is never modified: the returned array is always a new copy.
@@ -6,13 +7,71 @@ was received. The user's object is never modified: the returned array is always 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.utils import check_scalar
 
-__all__ = ["ValidatedSeries", "check_series", "check_columns_match", "future_index"]
+__all__ = ["ValidatedSeries", "check_series", "check_columns_match", "future_index",
+           "check_number"]
+
+
+def check_number(value, name: str, target_type: type = numbers.Integral, *,
+                 min_val: float | None = None, max_val: float | None = None,
+                 include_boundaries: str = "both"):
+    """A numeric parameter checked by scikit-learn's ``check_scalar``, bools and NaN refused.
+
+    ``check_scalar`` lets a bool pass as an integer and NaN pass any bound; both are refused
+    here. The estimators of the toolkit validate their numeric parameters with this function
+    (``nn`` calls ``check_scalar`` itself: it imports nothing of the toolkit).
+
+    Parameters
+    ----------
+    value : object
+        The parameter's value.
+    name : str
+        The parameter's name, used in the error message.
+    target_type : type or tuple of types, default numbers.Integral
+        Accepted types (``numbers.Real`` for a real number; numpy scalars are accepted).
+    min_val, max_val : float, optional
+        Bounds; ``include_boundaries`` ("both", "left", "right", "neither") says whether
+        they are allowed values.
+
+    Returns
+    -------
+    int or float
+        ``value`` as a Python int (integral ``target_type``) or float.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is a bool or not of ``target_type``.
+    ValueError
+        ``value`` is NaN or outside the bounds.
+
+    Examples
+    --------
+    >>> from mola_ts.data import check_number
+    >>> check_number(3, "lookback", min_val=1)
+    3
+    >>> check_number(0, "lookback", min_val=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: lookback == 0, must be >= 1.
+    """
+    integral = target_type is numbers.Integral
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {'an integer' if integral else 'a number'}, got bool")
+    check_scalar(value, name, target_type, min_val=min_val, max_val=max_val,
+                 include_boundaries=include_boundaries)
+    if integral:
+        return int(value)
+    if value != value:
+        raise ValueError(f"{name} must be a number, got NaN")
+    return float(value)
 
 
 @dataclass

@@ -5,17 +5,32 @@ Every forecaster follows scikit-learn conventions: ``fit(y)`` on a wide DataFram
 ``predict(y_context=None)`` returns the next ``horizon`` steps with future timestamps;
 ``score(y)`` is the negative MSE of rolling-window forecasts; ``save(path)`` /
 ``Class.load(path)`` persist a fitted model.
+
+Modules: ``base`` (what every forecaster shares), ``neural`` (the torch forecasters' base,
+Direct and DLinear), ``mola`` (MoLAForecaster), ``adapters`` (the MoLA adapter network and its
+per-segment training), ``fitting`` (scaling, validation rows, objective and batched inference
+of the torch forecasters), ``predictive`` (ensemble members and last-layer Laplace),
+``backbones`` (the torch networks), ``baselines`` (seasonal naive, ETS).
 """
 
-from .backbones import BACKBONES, DLinearNet, ITransformer, PatchTransformer, make_backbone
+from .adapters import SegmentAdapter, SegmentEarlyStopping
+from .backbones import (
+    BACKBONES,
+    DLinearNet,
+    EncoderBackbone,
+    ITransformer,
+    PatchTransformer,
+    make_backbone,
+)
 from .base import BaseForecaster
 from .baselines import ClassicalForecaster, SeasonalNaiveForecaster
-from .mola import MoLAForecaster, SegmentAdapter, SegmentEarlyStopping
+from .mola import MoLAForecaster
 from .neural import DirectForecaster, DLinearForecaster, NeuralForecaster
 
 __all__ = [
     "BACKBONES",
     "DLinearNet",
+    "EncoderBackbone",
     "ITransformer",
     "PatchTransformer",
     "make_backbone",

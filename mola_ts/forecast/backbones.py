@@ -5,6 +5,8 @@ n_variates). They are built from plain ``nn.Linear`` layers (attention and feed-
 :mod:`mola_ts.nn.transformer`), so LoRA-MoE adapters can wrap them by module name; each class
 lists its default adapter targets in ``ADAPTER_TARGETS``.
 
+- :class:`EncoderBackbone`: what the two transformer backbones share (normalisation, tokens,
+  encoder, head, and the prefix/suffix cut a MoLA adapter uses).
 - :class:`ITransformer` (Liu et al., ICLR 2024): each variate's whole window is one token.
 - :class:`PatchTransformer` (PatchTST-style, channel independent): each variate's window is cut
   into patches, the patches are the tokens.
@@ -21,6 +23,7 @@ from ..nn.transformer import TransformerEncoder
 
 __all__ = [
     "InstanceNorm",
+    "EncoderBackbone",
     "ITransformer",
     "PatchTransformer",
     "DLinearNet",
@@ -50,7 +53,63 @@ class InstanceNorm:
         return y * std + mean
 
 
-class ITransformer(nn.Module):
+class EncoderBackbone(nn.Module):
+    """What the transformer backbones share: normalisation, tokens, encoder, head, and the
+    prefix/suffix cut that lets a MoLA adapter run the frozen prefix once per window.
+
+    A subclass builds ``embedding`` (and whatever its tokens need), ``encoder`` (a
+    :class:`~mola_ts.nn.transformer.TransformerEncoder` with a final norm) and ``head``, sets
+    ``instance_norm``, and implements :meth:`tokens` (normalised window to the encoder's input)
+    and :meth:`project` (encoded tokens to the forecast). The forward pass is always::
+
+        normalise -> tokens -> encoder -> project -> de-normalise
+
+    split after the first attention block: ``forward_prefix`` runs the modules of
+    ``PREFIX_MODULES``, ``forward_suffix`` the rest.
+    """
+
+    #: default LoRA-MoE targets: both feed-forward projections of every encoder block
+    ADAPTER_TARGETS = (r"encoder\.layers\.\d+\.ffn\.fc[12]",)
+    #: modules run by ``forward_prefix``: when none is adapted, the prefix is shared by segments
+    PREFIX_MODULES = ("embedding", "encoder.layers.0.attn", "encoder.layers.0.norm1")
+
+    instance_norm: bool
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's input tokens of a (normalised) window ``x`` (B, L, C)."""
+        raise NotImplementedError
+
+    def project(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The forecast (B, out_steps, C), normalised space, of the encoded tokens."""
+        raise NotImplementedError
+
+    def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Normalisation, tokens and the first attention block (``PREFIX_MODULES``).
+
+        Returns the tokens after that block and the window's mean and std (None without
+        instance normalisation), the arguments of :meth:`forward_suffix`.
+        """
+        mean = std = None
+        if self.instance_norm:
+            x, mean, std = InstanceNorm.normalize(x)
+        return self.encoder.layers[0].attention_block(self.tokens(x)), mean, std
+
+    def forward_suffix(self, tokens: torch.Tensor, mean: torch.Tensor | None,
+                       std: torch.Tensor | None) -> torch.Tensor:
+        """The rest of the network: from the first feed-forward block to the output."""
+        tokens = self.encoder.layers[0].ffn_block(tokens)
+        for layer in self.encoder.layers[1:]:
+            tokens = layer(tokens)
+        out = self.project(self.encoder.norm(tokens))
+        if self.instance_norm:
+            out = InstanceNorm.denormalize(out, mean, std)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_suffix(*self.forward_prefix(x))
+
+
+class ITransformer(EncoderBackbone):
     """iTransformer: inverted embedding, full attention across variates, per-token linear head.
 
     Parameters
@@ -70,10 +129,6 @@ class ITransformer(nn.Module):
         Standardise each window per variate and undo it on the output (on in the original).
     """
 
-    ADAPTER_TARGETS = (r"encoder\.layers\.\d+\.ffn\.fc[12]",)
-    #: modules run by ``forward_prefix``: when none is adapted, the prefix is shared by segments
-    PREFIX_MODULES = ("embedding", "encoder.layers.0.attn", "encoder.layers.0.norm1")
-
     def __init__(self, lookback: int, out_steps: int, *, d_model: int = 128, n_heads: int = 8,
                  n_layers: int = 2, d_ff: int = 128, dropout: float = 0.1,
                  activation: str = "gelu", norm_first: bool = False, instance_norm: bool = True):
@@ -87,30 +142,16 @@ class ITransformer(nn.Module):
                                           norm_first, final_norm=True)
         self.head = nn.Linear(d_model, out_steps)
 
-    def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Normalisation, embedding and the first attention block (``PREFIX_MODULES``)."""
-        mean = std = None
-        if self.instance_norm:
-            x, mean, std = InstanceNorm.normalize(x)
-        tokens = self.embedding_dropout(self.embedding(x.transpose(1, 2)))  # (B, C, d_model)
-        return self.encoder.layers[0].attention_block(tokens), mean, std
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """One token per variate: its whole window, embedded (B, C, d_model)."""
+        return self.embedding_dropout(self.embedding(x.transpose(1, 2)))
 
-    def forward_suffix(self, tokens: torch.Tensor, mean: torch.Tensor | None,
-                       std: torch.Tensor | None) -> torch.Tensor:
-        """The rest of the network: from the first feed-forward block to the output."""
-        tokens = self.encoder.layers[0].ffn_block(tokens)
-        for layer in self.encoder.layers[1:]:
-            tokens = layer(tokens)
-        out = self.head(self.encoder.norm(tokens)).transpose(1, 2)  # (B, S, C)
-        if self.instance_norm:
-            out = InstanceNorm.denormalize(out, mean, std)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_suffix(*self.forward_prefix(x))
+    def project(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The head per variate token, as (B, S, C)."""
+        return self.head(encoded).transpose(1, 2)
 
 
-class PatchTransformer(nn.Module):
+class PatchTransformer(EncoderBackbone):
     """Channel-independent patch transformer (PatchTST-style) with a flatten head.
 
     Each variate's normalised window is padded at the end by ``stride`` (repeating the last
@@ -119,9 +160,6 @@ class PatchTransformer(nn.Module):
     ``out_steps``. The sample axis stays first, (B, C, patches, d_model), so per-sample routing
     broadcasts over variates and patches.
     """
-
-    ADAPTER_TARGETS = (r"encoder\.layers\.\d+\.ffn\.fc[12]",)
-    PREFIX_MODULES = ("embedding", "encoder.layers.0.attn", "encoder.layers.0.norm1")
 
     def __init__(self, lookback: int, out_steps: int, *, patch_len: int = 16, stride: int = 8,
                  d_model: int = 128, n_heads: int = 8, n_layers: int = 2, d_ff: int = 256,
@@ -148,32 +186,17 @@ class PatchTransformer(nn.Module):
         self.head_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.n_patches * d_model, out_steps)
 
-    def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Normalisation, patching, embedding and the first attention block."""
-        mean = std = None
-        if self.instance_norm:
-            x, mean, std = InstanceNorm.normalize(x)
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patches of every variate's window, embedded with their position (B, C, P, d_model)."""
         series = x.transpose(1, 2)  # (B, C, L)
         series = torch.cat([series, series[..., -1:].expand(*series.shape[:-1], self.stride)],
                            dim=-1)
         patches = series.unfold(-1, self.patch_len, self.stride)  # (B, C, P, patch_len)
-        tokens = self.embedding_dropout(self.embedding(patches) + self.position)
-        return self.encoder.layers[0].attention_block(tokens), mean, std
+        return self.embedding_dropout(self.embedding(patches) + self.position)
 
-    def forward_suffix(self, tokens: torch.Tensor, mean: torch.Tensor | None,
-                       std: torch.Tensor | None) -> torch.Tensor:
-        """The rest of the network: from the first feed-forward block to the output."""
-        tokens = self.encoder.layers[0].ffn_block(tokens)
-        for layer in self.encoder.layers[1:]:
-            tokens = layer(tokens)
-        encoded = self.encoder.norm(tokens)  # (B, C, P, d_model)
-        out = self.head(self.head_dropout(encoded.flatten(-2))).transpose(1, 2)  # (B, S, C)
-        if self.instance_norm:
-            out = InstanceNorm.denormalize(out, mean, std)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_suffix(*self.forward_prefix(x))
+    def project(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The flatten head over each variate's patch tokens, as (B, S, C)."""
+        return self.head(self.head_dropout(encoded.flatten(-2))).transpose(1, 2)
 
 
 class DLinearNet(nn.Module):

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import (
     check_columns_match,
+    check_number,
     check_series,
     future_index,
     sliding_windows,
@@ -122,9 +123,7 @@ class BaseForecaster(BaseEstimator):
 
     # -- helpers -----------------------------------------------------------------------------
     def _check_horizon(self) -> None:
-        h = self.horizon
-        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
-            raise ValueError(f"horizon must be a positive integer, got {h!r}")
+        check_number(self.horizon, "horizon", min_val=1)
 
     def _read(self, y, name: str, *, min_rows: int, what_for: str = "", fitted: bool = False):
         """Validate ``y`` (wide, long or array) into a ValidatedSeries; remember the layout.
@@ -255,12 +254,13 @@ class BaseForecaster(BaseEstimator):
         --------
         >>> import numpy as np
         >>> from mola_ts.forecast import DirectForecaster
-        >>> y = np.sin(np.arange(300) / 5.0)[:, None].repeat(2, axis=1)
-        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16},
-        ...                          epochs=1, uncertainty="laplace").fit(y)
+        >>> y = np.sin(np.arange(120) / 5.0)[:, None].repeat(2, axis=1)
+        >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+        >>> model = DirectForecaster(12, 4, backbone_params=tiny, epochs=1,
+        ...                          uncertainty="laplace").fit(y)
         >>> dist = model.predict_distribution()
         >>> dist.batch_shape, dist.n_components
-        ((6, 2), 1)
+        ((4, 2), 1)
         """
         return self._distribution_and_index(y_context)[0]
 
@@ -286,15 +286,20 @@ class BaseForecaster(BaseEstimator):
         Examples
         --------
         >>> import numpy as np
+        >>> import pandas as pd
         >>> from mola_ts.forecast import DirectForecaster
-        >>> y = np.sin(np.arange(300) / 5.0)[:, None]
-        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16},
-        ...                          epochs=1, uncertainty="laplace").fit(y)
+        >>> y = pd.DataFrame({"load": np.sin(np.arange(120) / 5.0)},
+        ...                  index=pd.date_range("2024-01-01", periods=120, freq="h"))
+        >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+        >>> model = DirectForecaster(12, 4, backbone_params=tiny, epochs=1,
+        ...                          uncertainty="laplace").fit(y)
         >>> intervals = model.predict_interval(coverage=[0.8, 0.9])
         >>> intervals.shape
-        (6, 4)
+        (4, 4)
+        >>> intervals.index[0]
+        Timestamp('2024-01-06 00:00:00')
         >>> [(name, float(c), side) for name, c, side in intervals.columns[:2]]
-        [('x0', 0.8, 'lower'), ('x0', 0.8, 'upper')]
+        [('load', 0.8, 'lower'), ('load', 0.8, 'upper')]
         """
         coverages = _levels(coverage, "coverage", 0.9)
         dist, index = self._distribution_and_index(y_context)
@@ -328,9 +333,10 @@ class BaseForecaster(BaseEstimator):
         --------
         >>> import numpy as np
         >>> from mola_ts.forecast import DirectForecaster
-        >>> y = np.sin(np.arange(300) / 5.0)[:, None]
-        >>> model = DirectForecaster(24, 6, backbone_params={"d_model": 16, "d_ff": 16},
-        ...                          epochs=1, uncertainty="laplace").fit(y)
+        >>> y = np.sin(np.arange(120) / 5.0)[:, None]
+        >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+        >>> model = DirectForecaster(12, 4, backbone_params=tiny, epochs=1,
+        ...                          uncertainty="laplace").fit(y)
         >>> q = model.predict_quantiles(alpha=[0.1, 0.5, 0.9])
         >>> [(name, float(a)) for name, a in q.columns]
         [('x0', 0.1), ('x0', 0.5), ('x0', 0.9)]

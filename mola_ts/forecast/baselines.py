@@ -11,9 +11,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ..data import check_number
 from ..persistence import SaveLoadMixin
 from .base import BaseForecaster
-from .neural import _check_int
 
 __all__ = ["SeasonalNaiveForecaster", "ClassicalForecaster", "infer_season_length"]
 
@@ -80,7 +80,7 @@ class SeasonalNaiveForecaster(SaveLoadMixin, BaseForecaster):
             return self.season_length_
         if self.season_length is None:
             return 1
-        return _check_int("season_length", self.season_length, 1)
+        return check_number(self.season_length, "season_length", min_val=1)
 
     def _min_fit_rows(self) -> int:
         return self._context_length()
@@ -90,7 +90,7 @@ class SeasonalNaiveForecaster(SaveLoadMixin, BaseForecaster):
         if self.season_length is None:
             self.season_length_ = infer_season_length(_time_index(y))
         else:
-            self.season_length_ = _check_int("season_length", self.season_length, 1)
+            self.season_length_ = check_number(self.season_length, "season_length", min_val=1)
         return super().fit(y)
 
     def _fit(self, values, val_values) -> None:
@@ -143,14 +143,14 @@ class ClassicalForecaster(SaveLoadMixin, BaseForecaster):
         self.season_length = season_length
 
     def _context_length(self) -> int:
-        return _check_int("lookback", self.lookback, 10)
+        return check_number(self.lookback, "lookback", min_val=10)
 
     def fit(self, y, y_val=None):
         """Estimate the smoothing parameters of every variable on ``y`` (``y_val`` ignored)."""
         if self.season_length is None:
             m = infer_season_length(_time_index(y))
         else:
-            m = _check_int("season_length", self.season_length, 1)
+            m = check_number(self.season_length, "season_length", min_val=1)
         self.season_length_ = m if m > 1 and self._context_length() >= 2 * m else 1
         return super().fit(y)
 

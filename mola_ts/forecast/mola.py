@@ -14,237 +14,33 @@ Forecasting" (arXiv 2505.17872); see ``specs/forecasting.md``.
 ``adapter="lora"`` gives every segment its own expert (step-specific LoRA: one-hot, frozen
 gates); ``router="ldmole"`` replaces the static segment logits by LD-MoLE dynamic routing fed
 with a learned segment embedding and a projection of the normalised window.
+
+This module owns the estimator, :class:`MoLAForecaster` (parameters, the two training stages,
+foundation reuse, save/load); the adapted network, its training objective and its per-segment
+early stopping are in :mod:`mola_ts.forecast.adapters`.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
-import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ..nn import LoRAMoEConfig, collect_aux, inject, lora_layers, parameter_report, routing
-from ..nn.routers import MASKED_LOGIT
-from ..training import evaluate, resolve_device, seed_everything, unwrap_model
-from .backbones import InstanceNorm
-from .neural import DirectForecaster, NeuralForecaster, _check_int
+from ..data import check_number
+from ..nn import LoRAMoEConfig, parameter_report
+from ..training import evaluate, resolve_device, seed_everything, train
+from .adapters import SegmentAdapter, SegmentEarlyStopping, segment_loss, segment_metrics
+from .fitting import freeze
+from .neural import DirectForecaster, NeuralForecaster
 
-__all__ = ["SegmentAdapter", "SegmentEarlyStopping", "MoLAForecaster"]
+__all__ = ["MoLAForecaster"]
 
 ADAPTERS = ("mola", "lora")
 SEGMENT_ROUTERS = ("segment", "ldmole")
-
-
-class SegmentAdapter(nn.Module):
-    """A frozen foundation network with LoRA-MoE layers routed by segment id.
-
-    Parameters
-    ----------
-    foundation : nn.Module
-        A backbone mapping (B, L, C) to (B, S, C); deep-copied, never modified.
-    n_segments : int
-        K, the number of segments (task ids 0..K-1).
-    config : LoRAMoEConfig
-        Layer config (``router="task"`` with ``n_tasks=K``, or ``"ldmole"``).
-    target_modules : str or sequence of str
-        Modules to wrap (see :func:`mola_ts.nn.inject`).
-    adapter : {"mola", "lora"}
-        "lora": expert k belongs to segment k alone (one-hot gates, frozen).
-    router_features : int
-        With an LD-MoLE config: width of the segment embedding and of the window projection
-        (the routing input is their concatenation, ``2 * router_features`` wide).
-    random_state : int, optional
-        Seed of the adapter initialisation.
-
-    Notes
-    -----
-    When the backbone exposes ``forward_prefix`` / ``forward_suffix`` and no adapted module
-    lies in its ``PREFIX_MODULES`` (the iTransformer and patch backbones with the default
-    feed-forward targets), the frozen prefix (normalisation, embedding, first attention block)
-    runs once per window and only its output is stacked K times: the same result as stacking
-    the window (in eval mode), at a lower cost. In training the K copies then share the
-    prefix's dropout mask.
-    """
-
-    def __init__(self, foundation: nn.Module, n_segments: int, config: LoRAMoEConfig,
-                 target_modules, *, adapter: str = "mola", router_features: int = 16,
-                 random_state: int | None = None):
-        super().__init__()
-        self.n_segments = int(n_segments)
-        self.adapter = adapter
-        self.network = copy.deepcopy(foundation)
-        self.network.eval()
-        inject(self.network, target_modules, config, random_state=random_state)
-        self.dynamic = config.router != "task"
-        if adapter == "lora":
-            if config.n_experts != self.n_segments:
-                raise ValueError("adapter='lora' needs one expert per segment")
-            one_hot = torch.full((self.n_segments, self.n_segments), MASKED_LOGIT)
-            one_hot.fill_diagonal_(0.0)
-            for layer in lora_layers(self.network).values():
-                with torch.no_grad():
-                    layer.router.task_logits.copy_(one_hot)
-                layer.router.task_logits.requires_grad_(False)
-        if self.dynamic:
-            lookback = foundation.lookback
-            generator = None if random_state is None else torch.Generator().manual_seed(
-                int(random_state) + 1)
-            self.segment_embedding = nn.Parameter(
-                torch.randn(self.n_segments, router_features, generator=generator))
-            self.window_projection = nn.Linear(lookback, router_features)
-        # The frozen computation before the first adapted module is the same for every
-        # segment: run it once per window and stack only its output.
-        prefix = getattr(type(self.network), "PREFIX_MODULES", None)
-        adapted = list(lora_layers(self.network))
-        self.shared_prefix = prefix is not None and not any(
-            name == p or name.startswith(p + ".") for name in adapted for p in prefix)
-        self.register_buffer("active", torch.ones(self.n_segments, dtype=torch.bool),
-                             persistent=False)
-        self._frozen: list[tuple[torch.Tensor, int, int, int, torch.Tensor]] = []
-
-    # -- per-segment freezing ----------------------------------------------------------------
-    def _segment_slices(self, k: int):
-        """(parameter, dim, start, stop) of the parameters owned by segment ``k`` alone."""
-        if self.dynamic:
-            yield self.segment_embedding, 0, k, k + 1
-            return
-        for layer in lora_layers(self.network).values():
-            if self.adapter == "mola":
-                yield layer.router.task_logits, 0, k, k + 1
-            else:
-                r = layer.ranks[k]
-                start = sum(layer.ranks[:k])
-                yield layer.lora_A, 0, start, start + r
-                yield layer.lora_B, 1, start, start + r
-
-    def freeze_segment(self, k: int) -> None:
-        """Stop training segment ``k``: its own parameters keep their current values."""
-        self.active[k] = False
-        for param, dim, start, stop in self._segment_slices(k):
-            saved = param.detach().narrow(dim, start, stop - start).clone()
-            self._frozen.append((param, dim, start, stop, saved))
-
-    @torch.no_grad()
-    def apply_frozen(self) -> None:
-        """Write the frozen values back (Adam's momentum would otherwise move them)."""
-        for param, dim, start, stop, saved in self._frozen:
-            param.narrow(dim, start, stop - start).copy_(saved)
-
-    def release_segments(self) -> None:
-        """Forget the freezing state (after training): every segment is active again."""
-        self._frozen = []
-        self.active.fill_(True)
-
-    def active_segments(self) -> torch.Tensor:
-        return torch.nonzero(self.active).flatten()
-
-    # -- forward -----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
-        """Forecast segments ``segments`` (default all) of windows ``x`` (B, L, C).
-
-        Returns (B, len(segments) * S, C): the segment forecasts concatenated in the given
-        order. One batched pass: the window is stacked once per segment with its segment id.
-        """
-        if self._frozen:
-            self.apply_frozen()
-        device = x.device
-        if segments is None:
-            segments = torch.arange(self.n_segments, device=device)
-        n, batch = len(segments), x.shape[0]
-        ids = segments.to(device).repeat_interleave(batch)
-        router_input = None
-        if self.dynamic:
-            normed, _, _ = InstanceNorm.normalize(x)
-            window = self.window_projection(normed.mean(dim=2))  # (B, d)
-            router_input = torch.cat([self.segment_embedding.index_select(0, ids),
-                                      window.repeat(n, 1)], dim=1)
-        with routing(self.network, task_ids=ids, router_input=router_input):
-            if self.shared_prefix:
-                state = self.network.forward_prefix(x)
-                state = [None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))
-                         for t in state]
-                out = self.network.forward_suffix(*state)  # (n * B, S, C)
-            else:
-                out = self.network(x.repeat(n, 1, 1))
-        steps, channels = out.shape[1], out.shape[2]
-        return out.reshape(n, batch, steps, channels).transpose(0, 1).reshape(
-            batch, n * steps, channels)
-
-
-class SegmentEarlyStopping:
-    """Per-segment early stopping (a :class:`mola_ts.training.Stopper`).
-
-    Each segment is tracked on its own validation MSE (``metrics["segment_loss"]``); after
-    ``patience`` epochs without improvement it stops: it leaves the training loss and its own
-    parameters (its mixture logits) freeze, while the shared experts keep training for the
-    other segments. Whenever any active segment improves, the adapter weights are saved;
-    ``restore`` loads the last saved weights. Training ends when every segment has stopped.
-
-    Parameters
-    ----------
-    model : SegmentAdapter
-        The adapter being trained.
-    patience : int
-        Epochs without improvement before a segment stops.
-    initial_losses : array-like, optional
-        Per-segment validation MSE before training (the foundation's); the starting weights
-        are then the first saved state, as in the reference implementation.
-    """
-
-    def __init__(self, model: SegmentAdapter, patience: int, initial_losses=None):
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}")
-        k = model.n_segments
-        self.patience = patience
-        self.best_losses = np.full(k, np.inf) if initial_losses is None else np.asarray(
-            initial_losses, dtype=np.float64).copy()
-        self.bad_epochs = np.zeros(k, dtype=int)
-        self.stopped = np.zeros(k, dtype=bool)
-        self.stop_epochs = np.full(k, -1)
-        self.best_epoch = -1
-        self.best_score = float(np.mean(self.best_losses)) if initial_losses is not None \
-            else None
-        self.best_state = None if initial_losses is None else self._snapshot(model)
-
-    @staticmethod
-    def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def update(self, epoch: int, metrics: dict, model: nn.Module) -> bool:
-        losses = np.asarray(torch.as_tensor(metrics["segment_loss"]).cpu(), dtype=np.float64)
-        model.apply_frozen()
-        improved = False
-        for k in np.flatnonzero(~self.stopped):
-            if losses[k] < self.best_losses[k]:
-                self.best_losses[k] = losses[k]
-                self.bad_epochs[k] = 0
-                improved = True
-            else:
-                self.bad_epochs[k] += 1
-                if self.bad_epochs[k] >= self.patience:
-                    self.stopped[k] = True
-                    self.stop_epochs[k] = epoch
-                    model.freeze_segment(int(k))
-        if improved:
-            self.best_state = self._snapshot(model)
-            self.best_epoch = epoch
-            self.best_score = float(np.mean(losses))
-        return bool(self.stopped.all())
-
-    def restore(self, model: nn.Module) -> None:
-        if self.best_state is not None:
-            model.load_state_dict(self.best_state)
-
-
-def _segment_mse(out: torch.Tensor, target: torch.Tensor, n: int) -> torch.Tensor:
-    batch, _, channels = out.shape
-    err = (out - target).pow(2).reshape(batch, n, -1, channels)
-    return err.mean(dim=(0, 2, 3))
 
 
 class MoLAForecaster(NeuralForecaster):
@@ -300,7 +96,7 @@ class MoLAForecaster(NeuralForecaster):
         approximations, uncertainty spec §1); "noise" keeps only the fitted noise (the MAP
         Gaussian, with K > 1 the deep ensemble). None: point forecasts only (the probabilistic
         methods raise a ValueError naming this parameter). Details in
-        :mod:`mola_ts.forecast.neural`.
+        :mod:`mola_ts.forecast.predictive`.
     uncertainty_data : {"train", "validation"}
         Windows the Laplace (curvature, evidence-tuned prior precision and noise) is fitted
         on: the training windows (the Laplace approximation of the training posterior) or the
@@ -334,22 +130,23 @@ class MoLAForecaster(NeuralForecaster):
     --------
     >>> import numpy as np
     >>> from mola_ts.forecast import MoLAForecaster
-    >>> y = np.sin(np.arange(400) / 5.0)[:, None].repeat(2, axis=1)
-    >>> small = {"d_model": 16, "d_ff": 16, "n_heads": 2}
-    >>> model = MoLAForecaster(lookback=24, horizon=12, segment_length=4, backbone_params=small,
+    >>> y = np.sin(np.arange(160) / 5.0)[:, None].repeat(2, axis=1)
+    >>> tiny = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 8}
+    >>> model = MoLAForecaster(lookback=12, horizon=8, segment_length=4, backbone_params=tiny,
     ...                        n_experts=2, rank=2, epochs=1, foundation_epochs=1)
     >>> model.fit(y).predict().shape
-    (12, 2)
+    (8, 2)
 
-    Five adapters on one foundation, each with a last-layer Laplace: the Laplace mixture.
+    Three adapters on that foundation (reused as it is), each with a last-layer Laplace: the
+    Laplace mixture.
 
-    >>> model = MoLAForecaster(lookback=24, horizon=12, segment_length=4, backbone_params=small,
-    ...                        n_experts=2, rank=2, epochs=1, foundation_epochs=1,
-    ...                        n_ensemble=5, uncertainty="laplace").fit(y)
-    >>> model.predict_distribution().n_components
-    5
-    >>> model.predict_quantiles(alpha=[0.1, 0.5, 0.9]).shape
-    (12, 6)
+    >>> mixture = MoLAForecaster(lookback=12, horizon=8, segment_length=4,
+    ...                          foundation=model.foundation_, n_experts=2, rank=2, epochs=1,
+    ...                          n_ensemble=3, uncertainty="laplace").fit(y)
+    >>> mixture.foundation_ is model.foundation_, mixture.predict_distribution().n_components
+    (True, 3)
+    >>> mixture.predict_quantiles(alpha=[0.1, 0.5, 0.9]).shape
+    (8, 6)
     """
 
     def __init__(self, lookback: int = 96, horizon: int = 96, *, segment_length: int = 24,
@@ -396,7 +193,7 @@ class MoLAForecaster(NeuralForecaster):
 
     # -- checks ------------------------------------------------------------------------------
     def _n_segments(self) -> int:
-        s = _check_int("segment_length", self.segment_length, 1)
+        s = check_number(self.segment_length, "segment_length", min_val=1)
         self._check_horizon()
         if self.horizon % s:
             raise ValueError(
@@ -415,9 +212,9 @@ class MoLAForecaster(NeuralForecaster):
             raise ValueError(f"router must be one of {SEGMENT_ROUTERS}, got {self.router!r}")
         if self.router == "ldmole" and self.adapter != "mola":
             raise ValueError("router='ldmole' mixes shared experts: it needs adapter='mola'")
-        _check_int("n_experts", self.n_experts, 1)
-        _check_int("rank", self.rank, 1)
-        _check_int("foundation_epochs", self.foundation_epochs, 1)
+        check_number(self.n_experts, "n_experts", min_val=1)
+        check_number(self.rank, "rank", min_val=1)
+        check_number(self.foundation_epochs, "foundation_epochs", min_val=1)
 
     def _min_fit_rows(self) -> int:
         self._n_segments()
@@ -502,27 +299,6 @@ class MoLAForecaster(NeuralForecaster):
                               self._targets(network), adapter=self.adapter,
                               router_features=self._router_features, random_state=seed)
 
-    def _loss(self, model: nn.Module, batch) -> torch.Tensor:
-        # model: the SegmentAdapter, or its DDP wrapper under torchrun (forward through it)
-        adapter: SegmentAdapter = unwrap_model(model)
-        x, y = batch
-        segments = adapter.active_segments()
-        k, n = adapter.n_segments, len(segments)
-        out = model(x, segments.to(x.device))
-        target = y.reshape(y.shape[0], k, -1, y.shape[2])[:, segments].reshape(out.shape)
-        loss = _segment_mse(out, target, n).sum()
-        if adapter.dynamic:
-            loss = loss + collect_aux(adapter.network).loss
-        return loss
-
-    @staticmethod
-    def _val_metrics(model: SegmentAdapter, batch) -> dict[str, torch.Tensor]:
-        x, y = batch
-        out = model(x)
-        per_segment = _segment_mse(out, y, model.n_segments)
-        return {"loss": per_segment.mean(), "mae": (out - y).abs().mean(),
-                "segment_loss": per_segment}
-
     def _train_module(self, train_values: np.ndarray, val_values: np.ndarray | None) -> None:
         self.foundation_, self.foundation_seconds_ = self._get_foundation(train_values,
                                                                           val_values)
@@ -555,16 +331,15 @@ class MoLAForecaster(NeuralForecaster):
         if val_set is not None:
             device = resolve_device(self.device)
             module.to(device)
-            initial = evaluate(module, val_set, self._val_metrics, device=device)
+            initial = evaluate(module, val_set, segment_metrics, device=device)
             stopper = SegmentEarlyStopping(module, self.patience, initial["segment_loss"])
-        result = self._run_train(module, train_set, val_set, loss_fn=self._loss,
-                                 val_fn=self._val_metrics, epochs=self.epochs, lr=self.lr,
-                                 patience=None, stopper=stopper, random_state=seed)
+        config = self._train_config(epochs=self.epochs, lr=self.lr, patience=None,
+                                    random_state=seed)
+        result = train(module, train_set, segment_loss, config, val_data=val_set,
+                       val_fn=segment_metrics, stopper=stopper)
         module.release_segments()
         report = parameter_report(module)  # before freezing: counts the trained adapter
-        module.eval()
-        module.requires_grad_(False)
-        return module, result, stopper, report
+        return freeze(module), result, stopper, report
 
     def _set_timings(self) -> None:
         self.adapt_seconds_ = float(sum(self.member_seconds_))
