@@ -13,8 +13,8 @@ a ``*_te`` file is ever used for fitting or for choosing a setting. Printed and 
 - ``summary.csv``: per model the mean FDR over the 18 detectable faults, the two FARs, the mean
   AUC, timings and, **as a diagnostic of detection power that uses test data**, the mean FDR at
   the thresholds that give exactly 1 % and 5 % FAR on d00_te samples 161..960;
-- ``control_chart_fault<N>.png`` (the residual monitor's and MOLA's alarm statistics against
-  their limits) and ``contributions_fault<N>.png`` (which variables drive the residual
+- ``control_chart_fault<N>.png`` (the residual monitor's and MOLA's alarm scores against their
+  limits, in hours from the start of the run) and ``contributions_fault<N>.png`` (which variables drive the residual
   monitor's alarms).
 
 Models: ``Residual`` (:class:`~mola_ts.monitor.ResidualMonitor`), ``MOLA``, ``PCA`` and ``DPCA``
@@ -255,11 +255,11 @@ def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, context: tu
     r_stats = residual.statistics(run)
     m_stats = mola.statistics(run)
     stats = pd.DataFrame({"Residual": r_stats["score"], "Residual_limit": r_stats["score_limit"],
-                          "MOLA": m_stats["PFI"], "MOLA_limit": m_stats["PFI_limit"],
+                          "MOLA": m_stats["score"], "MOLA_limit": m_stats["score_limit"],
                           "alarm": r_stats["alarm"]}, index=r_stats.index)
     fig = control_chart(stats, [("Residual", "Residual_limit"), ("MOLA", "MOLA_limit")],
                         onset=onset, alarm_column=None, time_axis="hours",
-                        titles=["residual T² (EWMA)", "MOLA PFI"],
+                        titles=["residual monitor score", "MOLA score (-log10(1 - PFI))"],
                         title=f"TEP fault {fault}: alarm statistics and limits (fitted on d00)")
     fig.savefig(out / f"control_chart_fault{fault}.png", dpi=110)
     contrib = residual.contributions(run)
