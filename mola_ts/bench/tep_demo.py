@@ -14,8 +14,8 @@ a ``*_te`` file is ever used for fitting or for choosing a setting. Printed and 
   AUC, timings and, **as a diagnostic of detection power that uses test data**, the mean FDR at
   the thresholds that give exactly 1 % and 5 % FAR on d00_te samples 161..960;
 - ``control_chart_fault<N>.png`` (the residual monitor's and MOLA's alarm scores against their
-  limits, in hours from the start of the run) and ``contributions_fault<N>.png`` (which variables drive the residual
-  monitor's alarms).
+  limits, in hours from the start of the run) and ``contributions_fault<N>.png`` (which
+  variables drive the residual monitor's alarms).
 
 Models: ``Residual`` (:class:`~mola_ts.monitor.ResidualMonitor`), ``MOLA``, ``PCA`` and ``DPCA``
 (their defaults, cross-fitted limits), the named reference row ``PCA-Yin`` (Yin et al. 2012:

@@ -2,8 +2,9 @@
 
 Sign convention (like pyod): ``score_samples`` is higher for more abnormal samples,
 ``decision_function = score_samples - threshold_`` is positive exactly where ``predict`` raises
-an alarm (1); 0 means no alarm. Samples a monitor cannot score yet (the first ``window - 1`` of a
-run, or the first ``n_lags`` of a dynamic PCA) get a NaN score and no alarm.
+an alarm (1); 0 means no alarm. Every score is finite: samples a monitor cannot score yet (its
+warm-up: the first ``window - 1`` of a MOLA run, the first ``order`` of a residual monitor's,
+the first ``n_lags`` of a dynamic PCA's) are flagged ``warmup = 1``, scored 0 and never alarm.
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     Sign convention (like pyod): :meth:`score_samples` is the smoothed residual T^2 (higher =
     more abnormal); :meth:`decision_function` is ``score - threshold_`` and :meth:`predict` is 1
     (alarm) where it is positive. The first ``order`` samples of a run have no lag history:
-    they are *warm-up* rows (``warmup`` column 1), scored with the smoothing's in-control
-    starting value and never alarmed. Every score is finite: a statistic that overflows float64
-    is clipped to 1e300 and alarms.
+    they are *warm-up* rows (``warmup`` column 1), scored 0 and never alarmed (the smoothing
+    starts from its in-control value after them). Every score is finite: a statistic that
+    overflows float64 is clipped to 1e300 and alarms.
 
     Parameters
     ----------
@@ -358,7 +358,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         warmup[:first] = True
         ok = monitorable & ~warmup
         smoothed, smooth = self._smooth(t2, state["smooth"], ok)
-        columns = {"T2": np.where(warmup, self.t2_mean_, t2), "T2_smoothed": smoothed}
+        # warm-up rows: every statistic and the score 0, no alarm (like every monitor)
+        columns = {"T2": np.where(warmup, 0.0, t2), "T2_smoothed": np.where(warmup, 0.0, smoothed)}
         new_state = {"history": full[max(0, len(full) - p):].copy(), "smooth": smooth,
                      "freeze": state["freeze"].copy()}
         if self.freeze_check:
@@ -369,10 +370,11 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                         * (self.scale_ / self.step_scale_)
                 frozen, new_state["freeze"] = self._freeze(moves, state["freeze"], ok)
             frozen = finite_scores(frozen)
-            columns["freeze"] = frozen
+            columns["freeze"] = np.where(warmup, 0.0, frozen)
             score = finite_scores(self._combine(smoothed, frozen))
         else:
             score = smoothed
+        score = np.where(warmup, 0.0, score)
         alarm = ok & (score > self.threshold_)
         columns.update({"score": score, "score_limit": np.full(n, self.threshold_),
                         "alarm": alarm.astype(np.int64), "warmup": warmup.astype(np.int64)})
@@ -414,7 +416,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
         ``c_j = e_j (S^-1 e)_j`` sums over the variables to ``T2``. With ``smoothed=True`` (and
         ``smoothing="ewma"``) the contributions are EWMA-smoothed like the score, started at an
-        equal share of its starting value, so they sum to ``score``. Warm-up rows are 0.
+        equal share of its starting value, so they sum to ``T2_smoothed``. Warm-up rows are 0.
         """
         series = self._check_X(X, min_rows=1, what_for="one sample")
         d, p = len(self.feature_names_), int(self.order)
@@ -429,7 +431,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             for i in range(p, len(z)):
                 s = lam * out[i] + (1 - lam) * s
                 out[i] = s
-            out[:p] = self.t2_mean_ / d
+            out[:p] = 0.0
         index = series.index if series.index is not None else pd.RangeIndex(len(z))
         return pd.DataFrame(out, index=index, columns=self.feature_names_)
 
