@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from mola_ts.monitor import DPCAMonitor, MOLAMonitor, PCAMonitor
+from mola_ts.monitor import DPCAMonitor, MOLAMonitor, PCAMonitor, ResidualMonitor
 
 COLUMNS = [f"v{i}" for i in range(6)]
 MOLA_PARAMS = dict(blocks={"b1": COLUMNS[:3], "b2": COLUMNS[3:]}, window=3, hidden_size=4,
                    code_size=2, epochs=2, patience=1, random_state=0)
-KINDS = ("mola", "pca", "dpca")
+KINDS = ("mola", "pca", "dpca", "residual")
 PROPERTY = settings(max_examples=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -47,13 +47,16 @@ def _process(n: int = 240, seed: int = 0, n_vars: int = 6) -> pd.DataFrame:
 def _new(kind: str):
     return {"mola": lambda: MOLAMonitor(**MOLA_PARAMS),
             "pca": lambda: PCAMonitor(n_components=2),
-            "dpca": lambda: DPCAMonitor(n_lags=1, n_components=2)}[kind]()
+            "dpca": lambda: DPCAMonitor(n_lags=1, n_components=2),
+            "residual": lambda: ResidualMonitor()}[kind]()
 
 
 def _min_rows(monitor) -> int:
     """Rows a scoring call needs."""
     if isinstance(monitor, MOLAMonitor):
         return monitor._history() + 1  # its warm-up rows score a finite 0 (flag warmup)
+    if isinstance(monitor, ResidualMonitor):
+        return monitor.order + 1
     return getattr(monitor, "n_lags", 0) + 1
 
 
@@ -329,7 +332,7 @@ def test_too_few_rows_at_fit_raise(kind, n):
     # blocks) needs 8 rows (each fold model 4 rows), DPCA with one lag and 3 blocks 8 too
     # (lag windows stay inside each block)
     X = _process(max(n, 1), seed=5).iloc[:n]
-    needed = {"mola": 54, "pca": 8, "dpca": 8}[kind]
+    needed = {"mola": 54, "pca": 8, "dpca": 8, "residual": 20}[kind]
     if n >= needed:
         _new(kind).fit(X)
         return
@@ -393,8 +396,8 @@ def test_valid_random_shapes_fit_and_score_without_touching_the_input(kind, n_va
         X = X.to_numpy()
         X.flags.writeable = False  # a read-only input is read, never written
     before = copy.deepcopy(X)
-    params = ({**MOLA_PARAMS, "blocks": "auto", "epochs": 1} if kind == "mola"
-              else {"n_components": 1})
+    params = {"mola": {**MOLA_PARAMS, "blocks": "auto", "epochs": 1},
+              "residual": {}}.get(kind, {"n_components": 1})
     monitor = clone(_new(kind)).set_params(**params).fit(X)
     scores = monitor.score_samples(X)
     assert np.isfinite(scores).all()  # every monitor: finite scores, warm-up rows flagged
