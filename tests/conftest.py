@@ -22,3 +22,19 @@ def data_home() -> Path:
     from mola_ts.data import get_data_home
 
     return get_data_home()
+
+
+@pytest.fixture
+def small_backbone() -> dict:
+    """The smallest transformer backbone the forecaster tests train."""
+    from support import SMALL_BACKBONE
+
+    return dict(SMALL_BACKBONE)
+
+
+@pytest.fixture
+def toy_frame():
+    """A factory of small multivariate series (see ``support.toy_frame``)."""
+    from support import toy_frame
+
+    return toy_frame

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from support import SMALL_BACKBONE, toy_frame
 
 from mola_ts.data import to_long
 from mola_ts.forecast import (
@@ -14,16 +15,8 @@ from mola_ts.forecast import (
     SeasonalNaiveForecaster,
 )
 
-SMALL = {"d_model": 8, "d_ff": 8, "n_heads": 2, "n_layers": 1}
-
-
-def _frame(n=160, freq="h", seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    data = {"a": np.sin(t / 3.0) + 0.1 * rng.normal(size=n),
-            "b": np.cos(t / 5.0) + 0.1 * rng.normal(size=n),
-            "c": 0.01 * t + 0.1 * rng.normal(size=n)}
-    return pd.DataFrame(data, index=pd.date_range("2024-01-01", periods=n, freq=freq))
+SMALL = SMALL_BACKBONE
+_frame = toy_frame  # n=160, columns a, b, c
 
 
 def _mola(**kw):

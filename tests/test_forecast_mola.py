@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import SMALL_BACKBONE, toy_frame
 
 from mola_ts.forecast import (
     DirectForecaster,
@@ -14,15 +15,11 @@ from mola_ts.forecast import (
 )
 from mola_ts.nn import LoRAMoEConfig, lora_layers, merge_adapters, unmerge_adapters
 
-SMALL = {"d_model": 8, "d_ff": 8, "n_heads": 2, "n_layers": 1}
+SMALL = SMALL_BACKBONE
 
 
 def _frame(n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    data = {"a": np.sin(t / 3.0) + 0.1 * rng.normal(size=n),
-            "b": np.cos(t / 5.0) + 0.1 * rng.normal(size=n)}
-    return pd.DataFrame(data, index=pd.date_range("2024-01-01", periods=n, freq="h"))
+    return toy_frame(n, columns="ab", seed=seed)
 
 
 def _adapter(adapter="mola", n_segments=3, seed=0, randomize=True):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from support import SMALL_BACKBONE
 
 from mola_ts.forecast import (
     DirectForecaster,
@@ -15,7 +16,7 @@ from mola_ts.forecast import (
 from mola_ts.metrics import probabilistic_scores
 from mola_ts.uncertainty import GaussianMixture
 
-SMALL = {"d_model": 8, "d_ff": 8, "n_heads": 2, "n_layers": 1}
+SMALL = SMALL_BACKBONE
 
 
 def _frame(n=200, seed=0):

@@ -23,6 +23,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import SMALL_BACKBONE
 
 from mola_ts.data import to_long
 from mola_ts.forecast import (
@@ -33,7 +34,7 @@ from mola_ts.forecast import (
     SeasonalNaiveForecaster,
 )
 
-SMALL = {"d_model": 8, "d_ff": 8, "n_heads": 2, "n_layers": 1}
+SMALL = SMALL_BACKBONE
 HORIZON = 4
 KINDS = ("mola", "direct", "dlinear", "snaive", "ets")
 NEURAL = ("mola", "direct", "dlinear")

@@ -20,6 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import SMALL_BACKBONE
 
 from mola_ts import persistence
 from mola_ts.forecast import (
@@ -32,7 +33,7 @@ from mola_ts.forecast import (
 from mola_ts.monitor import DPCAMonitor, MOLAMonitor, PCAMonitor
 from mola_ts.persistence import FORMAT_VERSION, MAGIC, EstimatorFileError
 
-SMALL = {"d_model": 8, "d_ff": 8, "n_heads": 2, "n_layers": 1}
+SMALL = SMALL_BACKBONE
 FILES = settings(max_examples=15, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow,
                                         HealthCheck.function_scoped_fixture])
