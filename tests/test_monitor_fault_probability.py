@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 from test_monitor_mola import PARAMS, _process  # the same small process and monitor
 
 from mola_ts.monitor import MOLAMonitor
@@ -81,7 +82,7 @@ def test_save_load_and_recalibrate(fitted, tmp_path):
 
 
 def test_bad_settings_and_unfitted_raise():
-    with pytest.raises(Exception, match="not fitted|fit"):
+    with pytest.raises(NotFittedError, match="MOLAMonitor instance is not fitted yet"):
         MOLAMonitor(**PARAMS).predict_fault_probability(_faulty())
 
 

@@ -84,6 +84,9 @@ class ValidatedSeries:
 
 
 def _as_frame_like(y, name: str) -> tuple[np.ndarray, pd.Index | None, list[str]]:
+    if _is_sparse(y):
+        raise TypeError(f"{name} is a sparse {type(y).__name__}; sparse input is not supported "
+                        "(time series are dense): pass a dense array or DataFrame")
     if isinstance(y, pd.Series):
         y = y.to_frame(name=y.name if y.name is not None else "y")
     if isinstance(y, pd.DataFrame):
@@ -136,6 +139,18 @@ def _where(bad: np.ndarray, index: pd.Index | None, columns: list[str]) -> str:
             f"rows {labels}{' ...' if len(rows) > 5 else ''}")
 
 
+def _is_sparse(y) -> bool:
+    """A scipy sparse matrix or array (or a pandas frame of sparse columns)."""
+    try:
+        from scipy import sparse
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    if sparse.issparse(y):
+        return True
+    return isinstance(y, pd.DataFrame) and any(
+        isinstance(d, pd.SparseDtype) for d in y.dtypes)
+
+
 def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = False,
                  what_for: str = "", allow_inf: bool = False) -> ValidatedSeries:
     """Validate a wide time series (rows = time, columns = variables).
@@ -148,10 +163,12 @@ def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = Fal
     """
     values, index, columns = _as_frame_like(y, name)
     if values.shape[1] == 0:
-        raise ValueError(f"{name} has no columns")
+        raise ValueError(f"{name} has no columns: 0 feature(s) (shape={values.shape}) while a "
+                         "minimum of 1 is required")
     if len(values) < min_rows:
         suffix = f" ({what_for})" if what_for else ""
-        raise ValueError(f"{name} has {len(values)} rows; at least {min_rows} are needed{suffix}")
+        raise ValueError(f"{name} has {len(values)} rows; at least {min_rows} are needed{suffix} "
+                         f"(n_samples={len(values)})")
     n_nan = int(np.isnan(values).sum())
     n_inf = int(np.isinf(values).sum())
     if n_inf and not allow_inf:
@@ -178,7 +195,7 @@ def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = Fal
 
 
 def check_columns_match(series: ValidatedSeries, fitted_columns: list[str], *, name: str = "y",
-                        by_name: bool = True) -> ValidatedSeries:
+                        by_name: bool = True, owner: str = "the estimator") -> ValidatedSeries:
     """Make ``series`` use the fitted column layout.
 
     Same names in another order are reordered (documented handling); different names, or a
@@ -193,7 +210,8 @@ def check_columns_match(series: ValidatedSeries, fitted_columns: list[str], *, n
             detail = f" (missing {missing}, unknown {extra})"
         raise ValueError(
             f"{name} has {series.values.shape[1]} columns but the estimator was fitted on "
-            f"{n_fit}{detail}"
+            f"{n_fit}{detail} ({name} has {series.values.shape[1]} features, but {owner} is "
+            f"expecting {n_fit} features as input)"
         )
     if series.index is None or not by_name or series.columns == fitted_columns:
         return series

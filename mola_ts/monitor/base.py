@@ -129,6 +129,7 @@ class MonitorMixin:
         self._check_scoring_params()
         series = check_series(X, name="X", min_rows=min_rows, what_for=what_for)
         return check_columns_match(series, self.feature_names_, name="X",
+                                   owner=type(self).__name__,
                                    by_name=self.named_features_)
 
     def decision_function(self, X) -> np.ndarray:
