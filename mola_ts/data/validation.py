@@ -164,7 +164,7 @@ def check_series(y, *, name: str = "y", min_rows: int = 1, allow_nan: bool = Fal
     values, index, columns = _as_frame_like(y, name)
     if values.shape[1] == 0:
         raise ValueError(f"{name} has no columns: 0 feature(s) (shape={values.shape}) while a "
-                         "minimum of 1 is required")
+                         "minimum of 1 is required.")
     if len(values) < min_rows:
         suffix = f" ({what_for})" if what_for else ""
         raise ValueError(f"{name} has {len(values)} rows; at least {min_rows} are needed{suffix} "

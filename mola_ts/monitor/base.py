@@ -60,7 +60,8 @@ def validate_fit_runs(X, *, min_rows: int, what_for: str) -> FitRuns:
                              "same order")
     total = sum(len(s.values) for s in checked)
     if total < min_rows:
-        raise ValueError(f"X has {total} rows; at least {min_rows} are needed ({what_for})")
+        raise ValueError(f"X has {total} rows; at least {min_rows} are needed ({what_for}) "
+                         f"(n_samples={total})")
     return FitRuns([s.values for s in checked], [s.index for s in checked], columns,
                    named=named)
 

@@ -206,7 +206,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         needed = max(k * (p + 2), 2 * (d + 1) + k * p, 20)
         if total < needed:
             raise ValueError(f"X has {total} rows; at least {needed} are needed ({k} cross-fit "
-                             f"folds of a VAR({p}) and a residual covariance of {d} variables)")
+                             f"folds of a VAR({p}) and a residual covariance of {d} variables) "
+                             f"(n_samples={total})")
         folds = time_block_folds([len(v) for v in values], k)
         # out-of-fold residuals, each fold model standardised and fitted on the other folds only
         oof_raw: list[list[np.ndarray]] = []  # per fold, per held-out segment: raw residuals

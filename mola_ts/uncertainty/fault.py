@@ -161,6 +161,12 @@ class FaultProbability(BaseEstimator):
         _check_coverage(self.coverage)
         s = self._statistics(statistics)
         n = len(s)
+        if s.shape[1] == 0:
+            raise ValueError(f"statistics has no columns: 0 feature(s) (shape={s.shape}) while "
+                             "a minimum of 1 is required.")
+        if n == 0:
+            raise ValueError(f"statistics has no rows (n_samples=0, shape={s.shape}); the tail "
+                             f"model needs at least {_MIN_EXCESSES} values above its threshold")
         threshold, tau, sigma, xi, counts = [], [], [], [], []
         for k in range(s.shape[1]):
             u = float(np.quantile(s[:, k], 1.0 - self.tail_fraction))
