@@ -1,0 +1,8 @@
+"""Collection settings for the docstring examples of ``mola_ts`` (run with the tests)."""
+
+import importlib.util
+
+# the Triton kernels module imports triton (the `gpu` and `dev` extras); without it the
+# package runs the PyTorch reference path and that module has no example to run
+collect_ignore = [] if importlib.util.find_spec("triton") else [
+    "mola_ts/nn/kernels/triton_fused.py"]
