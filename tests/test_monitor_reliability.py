@@ -205,13 +205,15 @@ def test_random_shapes_score_exactly_when_valid_else_raise(fitted, kind, shape, 
         shape = (shape[0], 6)  # make the valid width (and enough rows) likely enough
     X = np.random.default_rng(seed).normal(size=shape)
     before = X.copy()
-    # MOLA scores any run of at least one row (its warm-up rows a finite 0, flagged)
-    need = 1 if kind == "mola" else _min_rows(monitor)
+    # MOLA and the residual monitor score any run of at least one row (their warm-up rows a
+    # finite 0, flagged)
+    warm = kind in ("mola", "residual")
+    need = 1 if warm else _min_rows(monitor)
     valid = len(shape) == 2 and shape[1] == 6 and shape[0] >= need
     if valid:
         scores = monitor.score_samples(X)
         assert scores.shape == (shape[0],)
-        assert np.isfinite(scores[need - 1 if kind == "mola" else _min_rows(monitor) - 1:]).all()
+        assert np.isfinite(scores).all()
     else:
         with pytest.raises((ValueError, TypeError)) as info:
             monitor.score_samples(X)
