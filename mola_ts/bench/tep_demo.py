@@ -166,9 +166,8 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
              seed: int = 0, use_bibmon: bool = True, verbose: bool = True
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the demo; return ``(results, summary)`` and write them (and the figures) to ``out``."""
-    from ..data import FAULT_ONSET, TEP_DESCRIPTIONS, load_tep
+    from ..data import load_tep
     from ..monitor import LimitSupportWarning
-    from ..plotting import contribution_chart, control_chart
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,8 +232,7 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
     summary_df = pd.DataFrame(summary)
     results_df.to_csv(out / "results.csv", index=False)
     summary_df.to_csv(out / "summary.csv", index=False)
-    _figures(fitted, runs[plot_fault], plot_fault, out, (FAULT_ONSET, TEP_DESCRIPTIONS),
-             (control_chart, contribution_chart))
+    _figures(fitted, runs[plot_fault], plot_fault, out)
     say("")
     say(format_table(results_df, summary_df))
     say(f"\nwrote {out / 'results.csv'}, {out / 'summary.csv'} and the figures for fault "
@@ -242,14 +240,12 @@ def run_demo(out: str | Path, *, quick: bool = False, faults=None, plot_fault: i
     return results_df, summary_df
 
 
-def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path, context: tuple,
-             plots: tuple) -> None:
-    """The alarm statistics of the residual monitor and MOLA, and the residual contributions.
+def _figures(fitted: dict, run: pd.DataFrame, fault: int, out: Path) -> None:
+    """The alarm statistics of the residual monitor and MOLA, and the residual contributions."""
+    from ..data import FAULT_ONSET as onset
+    from ..data import TEP_DESCRIPTIONS as descriptions
+    from ..plotting import contribution_chart, control_chart
 
-    ``context`` is (fault onset, TEP variable descriptions), ``plots`` the two chart functions.
-    """
-    onset, descriptions = context
-    control_chart, contribution_chart = plots
     residual = fitted["Residual"]
     mola = fitted["MOLA"]
     r_stats = residual.statistics(run)

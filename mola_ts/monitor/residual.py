@@ -15,6 +15,7 @@ fault shows as residuals that are larger, shifted or correlated differently. Pip
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,11 @@ from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import time_block_folds
+from ..data import check_number, time_block_folds
 from ..persistence import SaveLoadMixin
 from .base import MonitorMixin, check_finite_scale, validate_fit_runs
 from .calibration import calibrated_limit, finite_scores
-from .charts import cusum_upper, ewma, freeze_statistic, step_scale
+from .charts import cusum_upper, empirical_limit, ewma, freeze_statistic, step_scale
 from .predictor import PREDICTORS, MLPPredictor, RidgeVAR, lag_matrix, make_predictor
 from .stream import MonitorStream
 
@@ -146,21 +147,6 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
-        def integer(name: str, low: int) -> int:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-            return int(value)
-
-        def real(name: str, low: float, high: float, *, closed_high: bool = False) -> None:
-            value = getattr(self, name)
-            ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.number))
-                  and np.isfinite(value)
-                  and low < value and (value <= high if closed_high else value < high))
-            if not ok:
-                bracket = "]" if closed_high else ")"
-                raise ValueError(f"{name} must lie in ({low}, {high}{bracket}, got {value!r}")
-
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {PREDICTORS}, got {self.predictor!r}")
         if self.smoothing not in _SMOOTHING:
@@ -172,16 +158,20 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                              f"smoothing='none' and freeze_check=False, got "
                              f"smoothing={self.smoothing!r}, freeze_check={self.freeze_check!r}; "
                              "use limit='crossfit' for a smoothed or combined statistic")
-        integer("order", 1)
-        integer("hidden_size", 1)
-        integer("n_folds", 2)
-        real("ridge", -1e-300, np.inf)  # >= 0
-        real("ewma_lambda", 0.0, 1.0, closed_high=True)
-        real("cusum_k", -1e-300, np.inf)
-        real("freeze_lambda", 0.0, 1.0, closed_high=True)
+        big = float(np.finfo(np.float64).max)  # finite: an infinite penalty or allowance
+        check_number(self.order, "order", min_val=1)
+        check_number(self.hidden_size, "hidden_size", min_val=1)
+        check_number(self.n_folds, "n_folds", min_val=2)
+        check_number(self.ridge, "ridge", numbers.Real, min_val=0.0, max_val=big)
+        check_number(self.ewma_lambda, "ewma_lambda", numbers.Real, min_val=0.0, max_val=1.0,
+                     include_boundaries="right")
+        check_number(self.cusum_k, "cusum_k", numbers.Real, min_val=0.0, max_val=big)
+        check_number(self.freeze_lambda, "freeze_lambda", numbers.Real, min_val=0.0,
+                     max_val=1.0, include_boundaries="right")
         if not isinstance(self.freeze_check, (bool, np.bool_)):
             raise TypeError(f"freeze_check must be a bool, got {self.freeze_check!r}")
-        real("alpha", 0.0, 0.5)
+        check_number(self.alpha, "alpha", numbers.Real, min_val=0.0, max_val=0.5,
+                     include_boundaries="neither")
         rs = self.random_state
         if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer))):
             raise TypeError(f"random_state must be an int or None, got "
@@ -408,10 +398,6 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         """The smoothed residual T^2 of every sample (higher = more abnormal; finite)."""
         return self.statistics(X)["score"].to_numpy()
 
-    def predict(self, X) -> np.ndarray:
-        """Alarms: 1 where the score exceeds ``threshold_`` (never on warm-up rows), else 0."""
-        return self.statistics(X)["alarm"].to_numpy()
-
     def contributions(self, X, smoothed: bool = True) -> pd.DataFrame:
         """Per-variable contributions to the residual T^2, one row per sample.
 
@@ -455,7 +441,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
 def _quantile(parts: list[np.ndarray], alpha: float) -> float:
     """The (1 - alpha) quantile of the pooled parts (floored at the smallest positive float)."""
-    value = float(np.quantile(np.concatenate(parts), 1.0 - alpha))
+    value = empirical_limit(np.concatenate(parts), alpha)
     return value if value > 0 else float(np.finfo(np.float64).tiny)
 
 
