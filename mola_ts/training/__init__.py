@@ -24,7 +24,7 @@ from .batches import evaluate, iterate_batches
 from .config import TrainConfig
 from .distributed import get_rank, get_world_size, is_distributed, is_main_process, unwrap_model
 from .loop import NonFiniteLossError, TrainResult, train
-from .seeding import preserve_global_rng, resolve_device, seed_everything
+from .seeding import preserve_global_rng, resolve_device, resolve_seed, seed_everything
 from .stopping import EarlyStopping, Stopper
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "evaluate",
     "iterate_batches",
     "EarlyStopping",
+    "resolve_seed",
     "Stopper",
     "seed_everything",
     "preserve_global_rng",

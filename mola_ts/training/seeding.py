@@ -1,8 +1,10 @@
 """Seeds, the caller's random streams, and the device of a training run.
 
-Owns :func:`seed_everything` (one seed for Python, NumPy and torch, plus the generator that
-shuffles the batches), :func:`preserve_global_rng` (a fit leaves the caller's random streams as
-they were) and :func:`resolve_device` (``"auto"``: CUDA when available, else CPU).
+Owns :func:`resolve_seed` (the one int seed a fit draws from an estimator's ``random_state``:
+an int, a NumPy ``RandomState`` or ``Generator``, or None), :func:`seed_everything` (one seed
+for Python, NumPy and torch, plus the generator that shuffles the batches),
+:func:`preserve_global_rng` (a fit leaves the caller's random streams as they were) and
+:func:`resolve_device` (``"auto"``: CUDA when available, else CPU).
 """
 
 from __future__ import annotations
@@ -14,7 +16,63 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "preserve_global_rng", "resolve_device"]
+__all__ = ["resolve_seed", "seed_everything", "preserve_global_rng", "resolve_device"]
+
+
+#: seeds are drawn in [0, SEED_BOUND): they fit every generator the toolkit seeds
+SEED_BOUND = 2**31 - 1
+
+
+def resolve_seed(random_state, name: str = "random_state") -> int:
+    """The one int seed a fit draws from ``random_state`` (scikit-learn's accepted kinds).
+
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState, numpy.random.Generator or None
+        An int is used as it is (the only kind that makes results reproducible across
+        calls); a RandomState or Generator gives one draw (so it advances, as in
+        scikit-learn); None draws a fresh seed from the operating system's entropy.
+    name : str
+        The parameter's name, for the error message.
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**31 - 1)``.
+
+    Raises
+    ------
+    TypeError
+        For anything else (a float, a string, a bool, a torch Generator).
+    ValueError
+        For a negative int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mola_ts.training import resolve_seed
+    >>> resolve_seed(7)
+    7
+    >>> resolve_seed(np.random.RandomState(0)) == resolve_seed(np.random.RandomState(0))
+    True
+    >>> isinstance(resolve_seed(np.random.default_rng(0)), int)
+    True
+    """
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % SEED_BOUND)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, SEED_BOUND))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, SEED_BOUND))
+    if isinstance(random_state, (bool, np.bool_)) or \
+            not isinstance(random_state, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be an int, a numpy RandomState or Generator, or None; got "
+            f"{random_state!r} ({type(random_state).__name__})"
+        )
+    if random_state < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {random_state}")
+    return int(random_state)
 
 
 def seed_everything(random_state: int | np.random.RandomState | None) -> torch.Generator:
@@ -22,9 +80,10 @@ def seed_everything(random_state: int | np.random.RandomState | None) -> torch.G
 
     Parameters
     ----------
-    random_state : int, numpy RandomState or None
-        The seed. ``None`` draws a fresh seed (non-reproducible), like scikit-learn's
-        ``random_state=None``; a RandomState draws the seed from itself.
+    random_state : int, numpy RandomState or Generator, or None
+        The seed, through :func:`resolve_seed`: ``None`` draws a fresh seed
+        (non-reproducible), like scikit-learn's ``random_state=None``; a RandomState or
+        Generator draws the seed from itself.
 
     Returns
     -------
@@ -40,11 +99,7 @@ def seed_everything(random_state: int | np.random.RandomState | None) -> torch.G
     >>> bool(torch.equal(a, b))
     True
     """
-    if random_state is None:
-        random_state = int(np.random.SeedSequence().entropy % (2**31))
-    if isinstance(random_state, np.random.RandomState):
-        random_state = int(random_state.randint(0, 2**31 - 1))
-    seed = int(random_state)
+    seed = resolve_seed(random_state)
     random.seed(seed)
     np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds legacy global users too
     torch.manual_seed(seed)
