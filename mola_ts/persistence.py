@@ -270,7 +270,13 @@ class SaveLoadMixin:
     """``save(path)`` / ``Estimator.load(path)`` through :func:`save_estimator` (no pickle)."""
 
     def _params_to_save(self) -> dict:
-        return self.get_params(deep=False)
+        """``get_params(deep=False)``; a RandomState or Generator ``random_state`` is stored
+        as the int seed the fit drew from it (``seed_``), which refits the same model."""
+        params = self.get_params(deep=False)
+        if isinstance(params.get("random_state"), (np.random.RandomState, np.random.Generator)) \
+                and hasattr(self, "seed_"):
+            params["random_state"] = int(self.seed_)
+        return params
 
     def _state_to_save(self) -> dict[str, Any]:
         return _fitted_attributes(self)

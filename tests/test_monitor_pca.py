@@ -5,7 +5,7 @@ import pytest
 from mola_ts.data import DETECTABLE_FAULTS, TEP_XMEAS, TEP_XMV, load_tep
 from mola_ts.metrics import false_alarm_rate, fault_detection_rate
 from mola_ts.monitor import DPCAMonitor, PCAMonitor
-from mola_ts.monitor.pca import _lagged
+from mola_ts.monitor.pca_core import lagged
 
 YIN_COLUMNS = TEP_XMEAS[:22] + TEP_XMV
 # Yin et al. (2012), PCA with k = 9 on the 33 variables (monitoring spec §6): FDR % of faults 1..21
@@ -79,7 +79,7 @@ def test_validation_limits_are_held_out_quantiles():
 
 
 def test_dpca_lags_do_not_cross_runs_and_flag_the_first_samples_as_warmup():
-    np.testing.assert_array_equal(_lagged(np.arange(8.0).reshape(4, 2), 1),
+    np.testing.assert_array_equal(lagged(np.arange(8.0).reshape(4, 2), 1),
                                   [[2, 3, 0, 1], [4, 5, 2, 3], [6, 7, 4, 5]])
     X = _data()
     model = DPCAMonitor(n_lags=2, n_components=3).fit([X.iloc[:150], X.iloc[150:]])

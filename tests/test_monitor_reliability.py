@@ -510,9 +510,9 @@ def test_parameters_changed_after_fit_are_refused_until_refit(fitted, kind, chan
     assert np.isfinite(monitor.score_samples(TEST)[5:]).all()
 
 
-def test_random_state_must_be_an_int_or_none():
-    with pytest.raises(TypeError, match="random_state must be an int or None"):
-        MOLAMonitor(**{**MOLA_PARAMS, "random_state": np.random.RandomState(0)}).fit(TEST)
+def test_random_state_must_be_an_int_a_numpy_generator_or_none():
+    with pytest.raises(TypeError, match="random_state must be an int, a numpy RandomState"):
+        MOLAMonitor(**{**MOLA_PARAMS, "random_state": 0.5}).fit(TEST)
 
 
 # --------------------------------------------------------------------------- determinism

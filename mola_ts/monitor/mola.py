@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ..persistence import SaveLoadMixin
-from ..training import TrainConfig
+from ..training import TrainConfig, resolve_seed
 from .base import MonitorMixin
 from .blocks import resolve_blocks
 from .calibration import calibrated_limit, finite_scores
@@ -115,7 +115,9 @@ default="auto"
         (does not saturate) or the BIC probability of the paper and the first implementation.
     fusion_gamma, base_weight, episode_reset : float, float, int, default=0.5, 0.1, 10
         W-BF order weights (spec §4).
-    random_state : int or None, default=0
+    random_state : int, numpy RandomState or Generator, or None, default=0
+        One int seed (``seed_``) is drawn from it at fit; the networks use ``seed_ + b +
+        1000 k``. Only an int makes two fits give the same model.
     device : str, default="cpu"
         Training device; scoring is float64 numpy on the CPU.
     n_threads : int or None, default=1
@@ -137,6 +139,11 @@ default="auto"
         Per cross-fit fold: its segments and its model (what it was fitted on is ``fit``).
     validation_statistics_ : dict
         The out-of-fold (or held-out) values behind the limits.
+    seed_ : int
+        The seed drawn from ``random_state`` at fit.
+    decision_scores_, labels_ : ndarray of shape (n_training_samples,)
+        pyod's attributes: ``score_samples`` and alarms (1) of the training runs (in-sample,
+        concatenated; see :class:`~mola_ts.monitor.base.MonitorMixin`).
 
     Examples
     --------
@@ -147,6 +154,7 @@ default="auto"
     """
 
     _scoring_params = SCORING_PARAMS
+    _probability_columns = ("PFI", "score")
     _refit_hint = ("call recalibrate(X) for the calibration settings or fit for the network "
                    "settings")
 
@@ -214,6 +222,7 @@ default="auto"
         """
         check_mola_params(self)
         data = prepare_runs(self, X)
+        self.seed_ = resolve_seed(self.random_state)
         runs = data["runs"]
         self.feature_names_ = list(runs.columns)
         self.named_features_ = bool(runs.named)
@@ -246,12 +255,13 @@ default="auto"
              "predictor": None if c["predictor"] is None else c["predictor"].get_state(),
              "blocks": [b.to_state() for b in c["blocks"]]}
             for (fit, held), c in zip(plan[:-1], cores[:-1], strict=True)]  # the fold models
-        self.network_params_ = {k: self.get_params(deep=False)[k] for k in NETWORK_PARAMS}
+        self.network_params_ = self._network_params()
         inputs = np.concatenate([self._inputs(final, std[s.run][s.start:s.stop])
                                  for s in plan[-1][0]])
         self.training_range_ = np.stack([inputs.min(axis=0), inputs.max(axis=0)])
         self._calibrate(std, plan, cores)
         self._remember_scoring_params()
+        self._set_training_scores(data["runs"])
         return self
 
     def recalibrate(self, X) -> MOLAMonitor:
@@ -265,7 +275,7 @@ default="auto"
         """
         check_is_fitted(self)
         check_mola_params(self)
-        current = self.get_params(deep=False)
+        current = self._network_params()
         saved = getattr(self, "network_params_", {})
         changed = [k for k in NETWORK_PARAMS if k in saved and current[k] != saved[k]]
         if changed:
@@ -288,7 +298,16 @@ default="auto"
             state["blocks"] = [b.to_state() for b in core["blocks"]]
         self._calibrate(std, plan, cores)
         self._remember_scoring_params()
+        self._set_training_scores(data["runs"])
         return self
+
+    def _network_params(self) -> dict[str, Any]:
+        """The parameters that shape the networks; a generator ``random_state`` as ``seed_``."""
+        params = self.get_params(deep=False)
+        out = {k: params[k] for k in NETWORK_PARAMS}
+        if isinstance(out.get("random_state"), (np.random.RandomState, np.random.Generator)):
+            out["random_state"] = int(self.seed_)
+        return out
 
     # ------------------------------------------------------------------ fit internals
     def _fit_windows(self, core: dict, std: list[np.ndarray], fit) -> tuple[np.ndarray, ...]:
@@ -338,7 +357,7 @@ default="auto"
         for b, (name, cols) in enumerate(positions.items()):
             nets, hists = [], []
             for k in range(self.n_ensemble):
-                seed = None if self.random_state is None else int(self.random_state) + b + 1000 * k
+                seed = self.seed_ + b + 1000 * k
                 weights, hist = train_olae(train_w[:, :, cols], val_w[:, :, cols], spec,
                                            config, seed)
                 nets.append(BlockNetwork(weights, self.window))
@@ -434,41 +453,10 @@ default="auto"
         """The fused fault score of every sample (higher = more abnormal; 0 in warm-up)."""
         return self.statistics(X)["score"].to_numpy()
 
-    def predict_fault_probability(self, X, *, coverage: float = 0.9,
-                                  prior_fault: float | None = None,
-                                  tail_fraction: float = 0.1) -> pd.DataFrame:
-        """Calibrated probability of fault per sample with its credible band (uncertainty §4).
-
-        A :class:`~mola_ts.uncertainty.FaultProbability` is fitted on the scores that set the
-        threshold (out-of-fold or held-out, ``validation_statistics_["score"]``) with the prior
-        ``prior_fault`` (default ``alpha``). Columns: ``PFI``, ``score``, ``p_value``,
-        ``fault_probability`` and its band; warm-up rows get p-value 1 and probability 0.
-        """
-        from ..uncertainty import FaultProbability
-
-        check_is_fitted(self)
-        prior = self.alpha if prior_fault is None else prior_fault
-        key = (float(coverage), float(prior), float(tail_fraction))
-        cache = getattr(self, "_fault_calibrations", None)
-        if cache is None:
-            cache = self._fault_calibrations = {}
-        if key not in cache:
-            held = self.validation_statistics_.get("score", self.validation_statistics_["PFI"])
-            held = np.asarray(held, dtype=np.float64)
-            cache[key] = FaultProbability(prior_fault=prior, coverage=coverage,
-                                          tail_fraction=tail_fraction).fit(
-                held[np.isfinite(held)])
-        calibration = cache[key]
-        stats = self.statistics(X)
-        score = stats["score"].to_numpy(dtype=np.float64)
-        out = pd.DataFrame({"PFI": stats["PFI"].to_numpy(), "score": score}, index=stats.index)
-        point, lower, upper = calibration.fault_probability(score)
-        warm = stats["warmup"].to_numpy() == 1
-        out["p_value"] = np.where(warm, 1.0, calibration.tail_probability(score))
-        out["fault_probability"] = np.where(warm, 0.0, point)
-        out["fault_probability_lower"] = np.where(warm, 0.0, lower)
-        out["fault_probability_upper"] = np.where(warm, 0.0, upper)
-        return out
+    def _held_out_scores(self) -> np.ndarray:
+        """The out-of-fold (or held-out) scores that set the threshold."""
+        held = self.validation_statistics_
+        return held.get("score", held["PFI"])
 
     def contributions(self, X, statistic: str = "SPE", n_steps: int = 32) -> pd.DataFrame:
         """Per-variable contributions to a block statistic (see :mod:`.explain`)."""

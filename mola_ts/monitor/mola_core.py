@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Segment, time_block_folds
-from .base import check_finite_scale, validate_fit_runs
+from .base import check_finite_scale, check_random_state, validate_fit_runs
 from .calibration import finite_scores
 from .fusion import OrderWeights, bayesian_combination, fault_probability
 from .mola_blocks import OLAEBlock, joint_cusum
@@ -96,10 +96,7 @@ def check_mola_params(m) -> None:
             or not np.isfinite(m.range_margin) or m.range_margin < 0):
         raise ValueError(f"range_margin must be None or a finite number >= 0, got "
                          f"{m.range_margin!r}")
-    if m.random_state is not None and (isinstance(m.random_state, bool) or not isinstance(
-            m.random_state, (int, np.integer))):
-        raise TypeError(f"random_state must be an int or None, got "
-                        f"{type(m.random_state).__name__} {m.random_state!r}")
+    check_random_state(m.random_state)
 
 
 def prepare_runs(m, X) -> dict[str, Any]:

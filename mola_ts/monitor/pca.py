@@ -40,78 +40,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import time_block_folds
 from ..persistence import SaveLoadMixin
-from .base import MonitorMixin, check_finite_scale, validate_fit_runs
+from .base import MonitorMixin, validate_fit_runs
 from .calibration import LimitSupportWarning, calibrated_limit, finite_scores
 from .charts import empirical_limit, spe_limit_jackson_mudholkar, t2_limit_f
+from .pca_core import LIMITS, STATISTICS, choose_components, fit_pca, lagged, pca_statistics
 from .stream import MonitorStream
 
 __all__ = ["PCAMonitor", "DPCAMonitor"]
-
-_STATISTICS = ("either", "t2", "spe")
-_LIMITS = ("crossfit", "parametric", "validation")
-
-
-def _lagged(values: np.ndarray, n_lags: int) -> np.ndarray:
-    """Rows ``[x_t, x_{t-1}, .., x_{t-l}]`` for t = l .. n-1 (shape (n - l, c (l + 1)))."""
-    if n_lags == 0:
-        return values
-    n = len(values)
-    return np.concatenate([values[n_lags - j: n - j] for j in range(n_lags + 1)], axis=1)
-
-
-def _fit_pca(parts: list[np.ndarray], lags: int, names: list[str], where: str = ""
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Standardisation and eigen-decomposition of the lag rows of the contiguous ``parts``.
-
-    Lag windows are built inside each part, never across two. Returns the mean, the scale
-    (ddof = 1), the eigenvalues (decreasing, >= 0) and the eigenvectors (columns).
-    ``where`` names the rows in error messages (e.g. " in cross-fit fold 2's rows").
-    """
-    rows = [_lagged(v, lags) for v in parts if len(v) > lags]
-    data = np.concatenate(rows) if rows else np.empty((0, len(names)))
-    if len(data) < 3:
-        raise ValueError(f"X leaves {len(data)} rows{where} to fit the PCA model; at least 3 "
-                         "are needed")
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = data.mean(axis=0)
-        scale = data.std(axis=0, ddof=1)
-    check_finite_scale(mean, scale, names, where)
-    z = (data - mean) / scale
-    corr = z.T @ z / (len(z) - 1)
-    eigenvalues, vectors = np.linalg.eigh(corr)
-    order = np.argsort(eigenvalues)[::-1]
-    return mean, scale, np.clip(eigenvalues[order], 0.0, None), vectors[:, order]
-
-
-def _pca_statistics(lagged_rows: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-                    components: np.ndarray, kept_eigenvalues: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Row-wise T^2, SPE, standardised rows, scores and residuals (finite statistics).
-
-    Two-operand ``einsum`` contractions (numpy's own loops, no BLAS) on C-contiguous rows make
-    each row's result independent of how many rows are scored together (numpy picks its
-    summation kernel from the memory layout, so a Fortran-ordered batch is copied first). A
-    statistic that overflows float64 is clipped to ``SCORE_CEILING``, so it still alarms and
-    is never NaN.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = np.ascontiguousarray((lagged_rows - mean) / scale)
-        scores = np.einsum("ni,ji->nj", z, np.ascontiguousarray(components.T))
-        t2 = np.einsum("nk->n", scores**2 / kept_eigenvalues)
-        residual = z - np.einsum("nk,jk->nj", scores, components)
-        spe = np.einsum("ni,ni->n", residual, residual)
-    return finite_scores(t2), finite_scores(spe), z, scores, residual
-
-
-def _n_components(n_components, eigenvalues: np.ndarray) -> int:
-    """``k`` from an int, or from a variance share (capped so that SPE keeps a residual)."""
-    if isinstance(n_components, (float, np.floating)):
-        total = eigenvalues.sum()
-        share = np.cumsum(eigenvalues) / total if total > 0 else np.ones(len(eigenvalues))
-        k = int(np.searchsorted(share, n_components) + 1)
-        return max(1, min(k, len(eigenvalues) - 1))
-    return int(n_components)
-
 
 class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     """Principal component analysis monitor with T^2, SPE or both.
@@ -166,6 +101,12 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     n_components_ : int
     t2_limit_, spe_limit_ : float
     threshold_ : float
+    oof_scores_ : ndarray
+        ``limit="crossfit"``: the out-of-fold scores behind the limit; ``"validation"``: the
+        held-out scores (absent with ``"parametric"``).
+    decision_scores_, labels_ : ndarray of shape (n_training_samples,)
+        pyod's attributes: ``score_samples`` and alarms (1) of the training runs (in-sample,
+        concatenated; see :class:`~mola_ts.monitor.base.MonitorMixin`).
     calibration_ : dict
         ``limit="crossfit"`` only: the report of :func:`~mola_ts.monitor.calibration.
         calibrated_limit` on the out-of-fold alarm statistic (``method``, ``alpha``,
@@ -204,10 +145,10 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         return 0
 
     def _check_params(self) -> None:
-        if self.statistic not in _STATISTICS:
-            raise ValueError(f"statistic must be one of {_STATISTICS}, got {self.statistic!r}")
-        if self.limit not in _LIMITS:
-            raise ValueError(f"limit must be one of {_LIMITS}, got {self.limit!r}")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, got {self.statistic!r}")
+        if self.limit not in LIMITS:
+            raise ValueError(f"limit must be one of {LIMITS}, got {self.limit!r}")
         if not 0 < self.alpha < 0.5:
             raise ValueError(f"alpha must lie in (0, 0.5), got {self.alpha!r}")
         if not 0 < self.validation_fraction < 1:
@@ -245,9 +186,9 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                          if c < len(v)]
         else:
             fit_parts, val_parts = runs.values, []
-        mean, scale, eigenvalues, vectors = _fit_pca(fit_parts, lags, names)
+        mean, scale, eigenvalues, vectors = fit_pca(fit_parts, lags, names)
         n_rows = sum(max(len(v) - lags, 0) for v in fit_parts)
-        k = _n_components(self.n_components, eigenvalues)
+        k = choose_components(self.n_components, eigenvalues)
         if k >= len(names):
             raise ValueError(f"n_components={k} must be smaller than the {len(names)} "
                              "(lag-augmented) variables, or no residual space is left for SPE")
@@ -264,25 +205,45 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self.n_features_in_ = n_vars
         if runs.named:
             self.feature_names_in_ = np.asarray(runs.columns, dtype=object)
-        if hasattr(self, "calibration_"):
-            del self.calibration_
+        for stale in ("calibration_", "oof_scores_"):
+            if hasattr(self, stale):
+                delattr(self, stale)
         if self.limit == "parametric":
             self.t2_limit_ = t2_limit_f(k, n_rows, self.alpha)
             self.spe_limit_ = spe_limit_jackson_mudholkar(eigenvalues[k:], self.alpha)
         elif self.limit == "validation":
-            held = [_lagged(v, lags) for v in val_parts if len(v) > lags]
+            held = [lagged(v, lags) for v in val_parts if len(v) > lags]
             if not held or sum(len(h) for h in held) < 2:
                 raise ValueError("the held-out part of X is too short to set limits; use more "
                                  "data or a larger validation_fraction")
             t2, spe, *_ = self._model_statistics(np.concatenate(held))
             self.t2_limit_ = empirical_limit(t2, self.alpha)
             self.spe_limit_ = empirical_limit(spe, self.alpha)
+            self.oof_scores_ = self._score_of(t2, spe)
         else:
             self._crossfit_limits(runs.values, names, k)
         self.threshold_ = {"t2": self.t2_limit_, "spe": self.spe_limit_, "either": 1.0}[
             self.statistic]
         self._remember_scoring_params()
+        self._set_training_scores(runs)
         return self
+
+    def _score_of(self, t2: np.ndarray, spe: np.ndarray) -> np.ndarray:
+        """The alarm score of T^2 and SPE values (as :meth:`statistics` computes it)."""
+        if self.statistic == "t2":
+            return t2.copy()
+        if self.statistic == "spe":
+            return spe.copy()
+        with np.errstate(over="ignore"):
+            return finite_scores(np.maximum(t2 / self.t2_limit_, spe / self.spe_limit_))
+
+    def _score_min_rows(self) -> int:
+        return self._lags() + 1
+
+    def _held_out_scores(self) -> np.ndarray:
+        """Out-of-fold (crossfit) or held-out (validation) scores; in-sample when parametric."""
+        held = getattr(self, "oof_scores_", None)
+        return self.decision_scores_ if held is None else held
 
     def _crossfit_limits(self, runs: list[np.ndarray], names: list[str], k: int) -> None:
         """Limits from the out-of-fold statistics of ``n_folds`` time-block fold models."""
@@ -298,12 +259,12 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                     f"X leaves {n_fit} rows{where}; n_components={k} needs more than {k + 1}: "
                     f"use more data, fewer n_folds (got {self.n_folds}) or "
                     "limit='parametric'")
-            mean, scale, eigenvalues, vectors = _fit_pca(fit_parts, lags, names, where)
+            mean, scale, eigenvalues, vectors = fit_pca(fit_parts, lags, names, where)
             kept, eig = vectors[:, :k], eigenvalues[:k]
             for s in fold.held_out:
                 segment = runs[s.run][s.start:s.stop]
                 if len(segment) > lags:  # lag windows stay inside the held-out block
-                    t2, spe, *_ = _pca_statistics(_lagged(segment, lags), mean, scale,
+                    t2, spe, *_ = pca_statistics(lagged(segment, lags), mean, scale,
                                                   kept, eig)
                     t2_parts.append(t2)
                     spe_parts.append(spe)
@@ -344,11 +305,13 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
                                                else (other_limit, limit))
         info.update(n_folds=int(self.n_folds), statistic=self.statistic)
         self.calibration_ = info
+        self.oof_scores_ = np.concatenate([
+            self._score_of(t, s) for t, s in zip(t2_parts, spe_parts, strict=True)])
 
     # ------------------------------------------------------------------ scoring
     def _model_statistics(self, lagged_rows: np.ndarray):
-        """:func:`_pca_statistics` of the fitted model."""
-        return _pca_statistics(lagged_rows, self.mean_, self.scale_, self.components_,
+        """:func:`pca_statistics` of the fitted model."""
+        return pca_statistics(lagged_rows, self.mean_, self.scale_, self.components_,
                                self.eigenvalues_[: self.n_components_])
 
     def _prepare(self, X) -> tuple[np.ndarray, pd.Index]:
@@ -402,20 +365,14 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         first = min(max(0, lags - h), n)  # first new row with a complete lag history
         t2, spe = np.zeros(n), np.zeros(n)
         if first < n:
-            rows = _lagged(full, lags)[h + first - lags:]
+            rows = lagged(full, lags)[h + first - lags:]
             t2[first:], spe[first:], *_ = self._model_statistics(rows)
         warmup = np.zeros(n, dtype=np.int64)
         warmup[:first] = 1
         scored = np.asarray(monitorable, dtype=bool) & (warmup == 0)
         t2[~scored] = 0.0
         spe[~scored] = 0.0
-        if self.statistic == "t2":
-            score = t2.copy()
-        elif self.statistic == "spe":
-            score = spe.copy()
-        else:
-            with np.errstate(over="ignore"):
-                score = finite_scores(np.maximum(t2 / self.t2_limit_, spe / self.spe_limit_))
+        score = self._score_of(t2, spe)
         alarm = np.where(scored & (score > self.threshold_), 1, 0)
         columns = {"T2": t2, "T2_limit": np.full(n, self.t2_limit_), "SPE": spe,
                    "SPE_limit": np.full(n, self.spe_limit_), "score": score, "alarm": alarm,
@@ -449,7 +406,7 @@ class PCAMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             raise ValueError(f"statistic must be 'T2' or 'SPE', got {statistic!r}")
         values, index = self._prepare(X)
         lags = self._lags()
-        _, _, z, scores, residual = self._model_statistics(_lagged(values, lags))
+        _, _, z, scores, residual = self._model_statistics(lagged(values, lags))
         with np.errstate(over="ignore", invalid="ignore"):
             if statistic == "SPE":
                 parts = residual**2

@@ -26,7 +26,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import check_number, time_block_folds
 from ..persistence import SaveLoadMixin
-from .base import MonitorMixin, check_finite_scale, validate_fit_runs
+from ..training import resolve_seed
+from .base import MonitorMixin, check_finite_scale, check_random_state, validate_fit_runs
 from .calibration import calibrated_limit, finite_scores
 from .charts import cusum_upper, empirical_limit, ewma, freeze_statistic, step_scale
 from .predictor import PREDICTORS, MLPPredictor, RidgeVAR, lag_matrix, make_predictor
@@ -85,8 +86,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         Time blocks K of the cross-fitting (each fold model is fitted on the other K - 1).
     alpha : float, default=0.01
         Target false-alarm rate of the limit.
-    random_state : int or None, default=0
-        Seed of the ``"mlp"`` predictor's initial weights.
+    random_state : int, numpy RandomState or Generator, or None, default=0
+        Seeds the MLP predictor: one int seed (``seed_``) is drawn from it at fit; only an
+        int makes two fits give the same model. The ridge VAR does not use it.
 
     Attributes
     ----------
@@ -105,6 +107,11 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         autocorrelation and effective sample count (see :mod:`.calibration`).
     oof_scores_ : ndarray
         The out-of-fold smoothed statistic behind the limit (for calibration on top).
+    seed_ : int
+        The seed drawn from ``random_state`` at fit.
+    decision_scores_, labels_ : ndarray of shape (n_training_samples,)
+        pyod's attributes: ``score_samples`` and alarms (1) of the training runs (in-sample,
+        concatenated; see :class:`~mola_ts.monitor.base.MonitorMixin`).
 
     Examples
     --------
@@ -172,15 +179,12 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             raise TypeError(f"freeze_check must be a bool, got {self.freeze_check!r}")
         check_number(self.alpha, "alpha", numbers.Real, min_val=0.0, max_val=0.5,
                      include_boundaries="neither")
-        rs = self.random_state
-        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, (int, np.integer))):
-            raise TypeError(f"random_state must be an int or None, got "
-                            f"{type(rs).__name__} {rs!r}")
+        check_random_state(self.random_state)
 
     # ------------------------------------------------------------------ fit
     def _new_predictor(self):
         return make_predictor(self.predictor, int(self.order), float(self.ridge),
-                              hidden=int(self.hidden_size), random_state=self.random_state)
+                              hidden=int(self.hidden_size), random_state=self.seed_)
 
     def fit(self, X, y=None) -> ResidualMonitor:
         """Fit on in-control data ``X`` (one run, or a list of runs with the same columns).
@@ -188,6 +192,7 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         Lags never cross the boundary between runs given as a list.
         """
         self._check_params()
+        self.seed_ = resolve_seed(self.random_state)
         p, k = int(self.order), int(self.n_folds)
         runs = validate_fit_runs(X, min_rows=2, what_for="a residual monitor")
         values = runs.values
@@ -277,7 +282,12 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             self.calibration_ = {"limit": "parametric", "n_samples": n, "alpha": self.alpha}
         self.oof_scores_ = np.concatenate(scores)
         self._remember_scoring_params()
+        self._set_training_scores(runs)
         return self
+
+    def _held_out_scores(self) -> np.ndarray:
+        """The out-of-fold alarm statistic (also behind a parametric limit)."""
+        return self.oof_scores_
 
     # ------------------------------------------------------------------ smoothing
     def _initial_smooth(self) -> float:
