@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -63,6 +64,27 @@ def _datasets_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _datasets_simulate(args: argparse.Namespace) -> int:
+    from .data import simulate_tep
+
+    disturbance = args.disturbance
+    if disturbance is not None and disturbance.isdigit():
+        disturbance = int(disturbance)
+    run = simulate_tep(args.hours, seed=args.seed, mode=args.mode, disturbance=disturbance,
+                       onset_hours=args.onset, settle_hours=args.settle,
+                       cache=not args.no_cache, data_home=args.data_home)
+    how = "read from the cache" if run.attrs["cached"] else \
+        f"simulated in {run.attrs['cpu_seconds']:.1f} CPU s"
+    what = f"mode {args.mode}, seed {args.seed}" + (
+        f", {run.attrs['disturbance']} from {args.onset:g} h" if args.disturbance else "")
+    print(f"TEP ({what}): {len(run)} rows x {run.shape[1]} columns, {how}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        run.to_csv(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _runner(module_name: str):
     return importlib.import_module(module_name)
 
@@ -106,6 +128,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="datasets to check (default: all)")
     p.add_argument("--data-home", default=None)
     p.set_defaults(func=_datasets_verify)
+    p = ds_sub.add_parser("simulate", help="simulate Tennessee Eastman data (needs the sim extra)")
+    p.add_argument("plant", choices=["tep"], help="the simulated plant")
+    p.add_argument("--hours", type=float, default=48.0, help="hours returned (20 rows per hour)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", type=int, default=1, choices=range(1, 7), help="operating mode")
+    p.add_argument("--disturbance", default=None,
+                   help="the simulator's disturbance name idv_01..idv_28 (or its number)")
+    p.add_argument("--onset", type=float, default=0.0,
+                   help="hours after the first returned row when the disturbance switches on")
+    p.add_argument("--settle", type=float, default=None,
+                   help="hours simulated and dropped first (default: per mode)")
+    p.add_argument("--out", type=Path, default=None, help="CSV file to write")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--data-home", default=None, help="cache folder (default: $MOLA_TS_DATA)")
+    p.set_defaults(func=_datasets_simulate)
 
     for group, table, help_text in (("demo", DEMOS, "run a demonstration"),
                                     ("bench", BENCHMARKS, "run a benchmark")):

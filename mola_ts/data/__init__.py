@@ -29,6 +29,15 @@ from .protocol import (
     sliding_windows,
 )
 from .registry import DATASETS, DatasetInfo, RemoteFile, get_dataset_info, list_datasets
+from .simulate import (
+    SETTLE_HOURS,
+    TEP_SIM_DISTURBANCES,
+    TEP_SIM_MODES,
+    PlantShutdownError,
+    SimulatorMissingError,
+    settling_time,
+    simulate_tep,
+)
 from .tep import (
     DETECTABLE_FAULTS,
     FAULT_ONSET,
@@ -50,6 +59,8 @@ from .validation import (
 )
 
 __all__ = [
+    "simulate_tep", "settling_time", "PlantShutdownError", "SimulatorMissingError",
+    "TEP_SIM_MODES", "TEP_SIM_DISTURBANCES", "SETTLE_HOURS",
     "DATA_HOME_ENV", "DataIntegrityError", "DataNotFoundError", "fetch_file", "file_sha256",
     "get_data_home", "verify_dataset", "to_long", "to_wide", "fetch_electricity", "fetch_ett",
     "fetch_exchange", "fetch_ili", "fetch_traffic", "fetch_weather", "load_dataset", "LTSFSplit",
