@@ -65,24 +65,51 @@ def test_settling_drops_the_first_hours():
     assert settled.index[0] == pd.Timestamp("2000-01-01")
 
 
-def test_a_shutdown_is_reported_with_when_and_why(monkeypatch):
+@pytest.fixture
+def trip_after_half_an_hour(monkeypatch):
+    """The simulator's own trip record (as a real trip returns it) from 0.51 h on."""
     from tep_studio import TennesseeEastmanProcess
 
     real = TennesseeEastmanProcess.advance
 
     def tripping(self, *args, **kwargs):
         result = real(self, *args, **kwargs)
-        if result.time > 0.5:  # the simulator's own trip record, as a real trip returns it
+        if result.time > 0.51:  # the simulator's own trip record, as a real trip returns it
             status = {"code": 1.0, "message": "High Reactor Pressure!!  Shutting down.",
                       "terminated": True}
             return type(result)(**{**vars(result), "shutdown_status": status})
         return result
 
     monkeypatch.setattr(TennesseeEastmanProcess, "advance", tripping)
-    with pytest.raises(PlantShutdownError, match=r"shut down after 0\.50 h .*High Reactor "
+
+
+def test_a_shutdown_is_reported_with_when_and_why(trip_after_half_an_hour):
+    with pytest.raises(PlantShutdownError, match=r"shut down after 0\.51 h .*High Reactor "
                                                   r"Pressure") as info:
         simulate_tep(1.0, seed=0, **SHORT)
-    assert abs(info.value.hours - 0.5) < 0.01 and "Reactor Pressure" in info.value.reason
+    assert abs(info.value.hours - 0.51) < 0.001 and "Reactor Pressure" in info.value.reason
+
+
+def test_a_shutdown_can_end_the_run_instead(trip_after_half_an_hour, tmp_path):
+    run = simulate_tep(1.0, seed=0, settle_hours=0.0, on_shutdown="truncate",
+                       data_home=tmp_path)
+    # the 10 rows completed before the trip (rows end every 0.05 h)
+    assert len(run) == 10 and abs(run.attrs["shutdown"]["hours"] - 0.51) < 0.001
+    # the trip is cached: the same run raises (or truncates) without simulating again
+    with pytest.raises(PlantShutdownError, match="cached"):
+        simulate_tep(1.0, seed=0, settle_hours=0.0, data_home=tmp_path)
+    again = simulate_tep(1.0, seed=0, settle_hours=0.0, on_shutdown="truncate",
+                         data_home=tmp_path)
+    assert again.attrs["cached"]
+    pd.testing.assert_frame_equal(again, run)
+
+
+def test_a_real_trip_mode_5_seed_0_after_about_22_hours():
+    # measured: the Ricker controller steered from mode 1 to mode 5's setpoints trips on high
+    # reactor pressure after 21.7 h with seed 0 (docs/how-to/simulated-plant.md)
+    with pytest.raises(PlantShutdownError, match="High Reactor Pressure") as info:
+        simulate_tep(24.0, seed=0, mode=5, **SHORT)
+    assert 20.0 < info.value.hours < 23.0
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -96,6 +123,7 @@ def test_a_shutdown_is_reported_with_when_and_why(monkeypatch):
     (dict(hours=1.01), "multiples of 3 minutes"),
     (dict(control_interval=0.007), "must divide"),
     (dict(disturbance="idv_02", onset_hours=2.0), "onset_hours=2 must lie inside"),
+    (dict(on_shutdown="ignore"), "on_shutdown must be"),
 ])
 def test_bad_settings_are_refused_clearly(kwargs, match):
     with pytest.raises(ValueError, match=match):

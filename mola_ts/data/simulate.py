@@ -125,8 +125,11 @@ def _check_hours(value, name: str, *, positive: bool) -> float:
     return value
 
 
-def _run(params: dict) -> tuple[np.ndarray, float]:
-    """Simulate: the (n, 52) rows and the CPU seconds it took."""
+def _run(params: dict, truncate: bool) -> tuple[np.ndarray, float, dict | None]:
+    """Simulate: the (n, 52) rows, the CPU seconds it took and the shutdown (or None).
+
+    ``truncate``: a shutdown ends the run (the rows before it are returned) instead of
+    raising."""
     _, Process, Controller, mode_setpoints = _simulator()
     start = time.process_time()
     ci = params["control_interval"]
@@ -155,10 +158,11 @@ def _run(params: dict) -> tuple[np.ndarray, float]:
         meas = result.measurements
         status = result.shutdown_status
         if status.get("terminated"):
-            what = (f"mode {params['mode']}, seed {params['seed']}"
-                    + (f", {params['disturbance']} from {params['onset_hours']:g} h"
-                       if params["disturbance"] else ""))
-            raise PlantShutdownError(result.time, status.get("message", ""), what)
+            if truncate:
+                kept = max(0, (step - settle_steps) // per_sample)
+                shutdown = {"hours": float(result.time), "reason": str(status.get("message", ""))}
+                return rows[:kept], time.process_time() - start, shutdown
+            raise PlantShutdownError(result.time, status.get("message", ""), _describe(params))
         moves += result.implemented_action[:_N_XMV]
         if (step + 1) % per_sample == 0:
             moves /= per_sample
@@ -167,7 +171,7 @@ def _run(params: dict) -> tuple[np.ndarray, float]:
                 rows[i, :41] = meas[:41]
                 rows[i, 41:] = moves
             moves = np.zeros(_N_XMV)
-    return rows, time.process_time() - start
+    return rows, time.process_time() - start, None
 
 
 def _cache_files(home: Path, params: dict) -> tuple[Path, Path]:
@@ -183,8 +187,9 @@ def _frame(rows: np.ndarray) -> pd.DataFrame:
 
 def simulate_tep(hours: float = 48.0, *, seed: int = 0, mode: int = 1, disturbance=None,
                  onset_hours: float = 0.0, settle_hours: float | None = None,
-                 control_interval: float = 0.0005, cache: bool = True,
-                 data_home: str | os.PathLike | None = None) -> pd.DataFrame:
+                 control_interval: float = 0.0005, on_shutdown: str = "raise",
+                 cache: bool = True, data_home: str | os.PathLike | None = None
+                 ) -> pd.DataFrame:
     """Simulate the Tennessee Eastman process under its decentralised control.
 
     Parameters
@@ -205,6 +210,10 @@ def simulate_tep(hours: float = 48.0, *, seed: int = 0, mode: int = 1, disturban
         Hours simulated and dropped first; default :data:`SETTLE_HOURS` ``[mode]``.
     control_interval : float, default=0.0005
         The controller's and integrator's step in hours; must divide 3 minutes.
+    on_shutdown : {"raise", "truncate"}, default="raise"
+        When the plant trips: raise :class:`PlantShutdownError`, or return the rows
+        completed before the trip with ``attrs["shutdown"] = {"hours", "reason"}`` (hours
+        since the run's start, settling included).
     cache : bool, default=True
         Read and write the run in the data home (see the module doc).
     data_home : str or path, optional
@@ -215,7 +224,8 @@ def simulate_tep(hours: float = 48.0, *, seed: int = 0, mode: int = 1, disturban
     DataFrame
         ``20 * hours`` rows, columns ``XMEAS(1..41)``, ``XMV(1..11)``, a 3-minute
         DatetimeIndex from 2000-01-01 00:00 named ``time``. ``attrs`` holds the parameters,
-        the ``tep-studio`` version, the simulation's CPU seconds and ``cached``.
+        the ``tep-studio`` version, the simulation's CPU seconds, ``cached`` and ``shutdown``
+        (None, or when and why the plant tripped with ``on_shutdown="truncate"``).
 
     Raises
     ------
@@ -249,6 +259,8 @@ def simulate_tep(hours: float = 48.0, *, seed: int = 0, mode: int = 1, disturban
                          f"{hours} and {settle}")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+    if on_shutdown not in ("raise", "truncate"):
+        raise ValueError(f"on_shutdown must be 'raise' or 'truncate', got {on_shutdown!r}")
     if name is not None and onset >= hours:
         raise ValueError(f"onset_hours={onset:g} must lie inside the {hours:g} returned hours")
     tep_studio = _simulator()[0]
@@ -261,6 +273,7 @@ def simulate_tep(hours: float = 48.0, *, seed: int = 0, mode: int = 1, disturban
         try:
             with np.load(files[0]) as stored:
                 rows, seconds = stored["rows"], float(stored["cpu_seconds"])
+            shutdown = json.loads(files[1].read_text()).get("shutdown")
             cached = True
         except (OSError, ValueError, KeyError) as exc:
             warnings.warn(f"the cached run {files[0]} could not be read ({exc}); simulating "
@@ -268,13 +281,27 @@ def simulate_tep(hours: float = 48.0, *, seed: int = 0, mode: int = 1, disturban
             cached = False
     else:
         cached = False
+    if cached and shutdown is not None and on_shutdown == "raise":
+        raise PlantShutdownError(shutdown["hours"], shutdown["reason"],
+                                 _describe(params) + ", cached")
     if not cached:
-        rows, seconds = _run(params)
+        # a trip is cached as the truncated run, so the two settings share one file
+        rows, seconds, shutdown = _run(params, truncate=files is not None or
+                                       on_shutdown == "truncate")
         if files is not None:
-            _store(files, rows, seconds, params)
+            _store(files, rows, seconds, {**params, "shutdown": shutdown})
+        if shutdown is not None and on_shutdown == "raise":
+            raise PlantShutdownError(shutdown["hours"], shutdown["reason"],
+                                     _describe(params))
     frame = _frame(rows)
-    frame.attrs.update(params, cpu_seconds=seconds, cached=cached)
+    frame.attrs.update(params, cpu_seconds=seconds, cached=cached, shutdown=shutdown)
     return frame
+
+
+def _describe(params: dict) -> str:
+    return (f"mode {params['mode']}, seed {params['seed']}"
+            + (f", {params['disturbance']} from {params['onset_hours']:g} h"
+               if params["disturbance"] else ""))
 
 
 def _store(files: tuple[Path, Path], rows: np.ndarray, seconds: float, params: dict) -> None:
