@@ -20,6 +20,15 @@ tep_studio = pytest.importorskip("tep_studio", reason="the sim extra (tep-studio
 SHORT = dict(settle_hours=0.0, cache=False)
 
 
+@pytest.fixture(autouse=True)
+def temporary_data_home(tmp_path, monkeypatch):
+    """Simulated runs are cached in the data home: a temporary one (CI's is read-only)."""
+    home = tmp_path / "data-home"
+    home.mkdir()
+    monkeypatch.setenv("MOLA_TS_DATA", str(home))
+    return home
+
+
 @pytest.fixture(scope="module")
 def two_hours():
     return simulate_tep(2.0, seed=3, **SHORT)
@@ -180,3 +189,23 @@ def test_the_command_line_writes_a_csv(tmp_path, capsys):
     assert "10 rows x 52 columns" in text and "idv_03 from 0.2 h" in text
     frame = pd.read_csv(out, index_col="time", parse_dates=True)
     assert frame.shape == (10, 52) and list(frame.columns) == list(TEP_COLUMNS)
+
+
+def test_the_plant_benchmark_runs_small(tmp_path):
+    import argparse
+
+    from mola_ts.bench.plant import run_bench
+
+    args = argparse.Namespace(
+        out=tmp_path / "out", models=["Residual", "PCA"], train_runs=2, train_hours=5.0,
+        normal_runs=2, normal_hours=2.0, fault_hours=3.0, onset_hours=1.0,
+        disturbances=["idv_01", "idv_06"], jobs=1, quick=False)
+    tables = run_bench(args, verbose=False)
+    far, det = tables["far"], tables["detection"]
+    assert list(far["model"]) == ["Residual", "PCA"]
+    assert (far["n_samples"] > 0).all() and far["far_pct"].between(0, 100).all()
+    assert set(det["disturbance"]) == {"idv_01", "idv_06"} and len(det) == 4
+    # a step in the A/C feed ratio is seen by both monitors within the two hours after it
+    assert (det.loc[det["disturbance"] == "idv_01", "fdr_pct"] > 50).all()
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"far.csv", "detection.csv",
+                                                               "summary.json"}

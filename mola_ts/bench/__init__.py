@@ -18,6 +18,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
              "LoRA-MoE layer: vectorised reference vs naive expert loop vs plain LoRA"),
     "monitor": ("mola_ts.bench.monitor",
                 "monitors' scoring speed on TEP: batch samples per CPU-second, stream latency"),
+    "plant": ("mola_ts.bench.plant",
+              "monitors on simulated TEP data: FAR on >= 50k normal samples, the simulator's "
+              "28 disturbances"),
     "uncertainty": ("mola_ts.bench.uncertainty",
                     "probabilistic forecasts: MAP, deep ensemble, Laplace, Laplace mixture"),
 }
