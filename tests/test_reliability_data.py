@@ -18,6 +18,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -221,7 +222,7 @@ CORRUPT_CSVS = {
                  "unreadable or missing dates"),
     "text_in_numbers": (lambda: GOOD.replace(b"-0.958924", b"oops"), "non-numeric column 'a'"),
     "missing_value": (lambda: GOOD.replace(b",-0.958924,", b",,"), "1 missing values"),
-    "cut_mid_row": (lambda: GOOD[:-7], "does not end with a line break"),
+    "cut_mid_row": (lambda: GOOD[:GOOD.rindex(b",")], "does not end with a line break"),
     "duplicated_date": (lambda: GOOD.replace(b"2024-01-01 04:00:00", b"2024-01-01 03:00:00"),
                         "duplicated dates"),
     "unsorted_dates": (lambda: GOOD.replace(b"2024-01-01 04:00:00", b"2024-01-01 01:30:00"),
@@ -236,13 +237,78 @@ def test_corrupted_csv_without_published_hash_names_the_file(tmp_path, fake_data
     target = tmp_path / "fake" / "data.csv"
     target.parent.mkdir()
     target.write_bytes(make())
-    with pytest.warns(UserWarning, match="no published sha256"), \
+    fetch_module._warned_unknown.discard("fake/data.csv")
+    with warnings.catch_warnings(record=True) as caught, \
             pytest.raises(DataIntegrityError) as info:
-        fetch_module._warned_unknown.discard("fake/data.csv")
+        warnings.simplefilter("always")
         load_dataset("Fake", data_home=tmp_path)
     _message_has(info.value, str(target), fragment, "fetch it again")
+    # a refused file is never recorded, and no warning says it was
+    assert not [w for w in caught if "recorded" in str(w.message)]
     records = tmp_path / ".mola_ts_hashes.json"
     assert "fake/data.csv" not in (json.loads(records.read_text()) if records.exists() else {})
+
+
+def _fake_cli_dataset(monkeypatch, info):
+    import mola_ts.data as data_package
+    from mola_ts.data import registry
+
+    monkeypatch.setattr(registry, "get_dataset_info", lambda name: info)
+    monkeypatch.setattr(data_package, "get_dataset_info", lambda name: info)
+
+
+def test_a_complete_last_row_without_line_break_loads_with_a_warning(tmp_path, fake_dataset,
+                                                                    monkeypatch, capsys):
+    """Like the canonical exchange_rate.csv: no final line break, last row complete. Loaded
+    (with a warning saying a cut inside the last number cannot be ruled out), recorded, and
+    ``datasets fetch`` agrees."""
+    target = tmp_path / "fake" / "data.csv"
+    target.parent.mkdir()
+    target.write_bytes(GOOD.rstrip(b"\n"))
+    fetch_module._warned_unknown.discard("fake/data.csv")
+    with pytest.warns(UserWarning, match="cannot be ruled out"):
+        frame = load_dataset("Fake", data_home=tmp_path)
+    assert len(frame) == GOOD.count(b"\n") - 1
+    assert frame.iloc[-1]["b"] == pytest.approx(float(GOOD.rstrip(b"\n").split(b",")[-1]))
+    assert "fake/data.csv" in json.loads((tmp_path / ".mola_ts_hashes.json").read_text())
+    _fake_cli_dataset(monkeypatch, fake_dataset)
+    from mola_ts.cli import main
+
+    with pytest.warns(UserWarning, match="cannot be ruled out"):
+        assert main(["datasets", "fetch", "Fake", "--data-home", str(tmp_path)]) == 0
+    assert f"{len(frame)} rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cut", ["mid_row", "empty_field", "mid_date"])
+def test_a_last_row_cut_mid_row_is_refused_by_both_commands(tmp_path, fake_dataset,
+                                                            monkeypatch, capsys, cut):
+    body = GOOD.rstrip(b"\n")
+    content = {"mid_row": body[:body.rindex(b",")],
+               "empty_field": body[:body.rindex(b",") + 1],
+               "mid_date": body[:body.rindex(b"\n") + 8]}[cut]
+    target = tmp_path / "fake" / "data.csv"
+    target.parent.mkdir()
+    target.write_bytes(content)
+    records = tmp_path / ".mola_ts_hashes.json"
+    with pytest.raises(DataIntegrityError, match="does not end with a line break") as info:
+        load_dataset("Fake", data_home=tmp_path)
+    _message_has(info.value, str(target), "cut off")
+    assert not records.exists() or "fake/data.csv" not in json.loads(records.read_text())
+    _fake_cli_dataset(monkeypatch, fake_dataset)
+    from mola_ts.cli import main
+
+    assert main(["datasets", "fetch", "Fake", "--data-home", str(tmp_path)]) == 2
+    assert "does not end with a line break" in capsys.readouterr().err
+    assert not records.exists() or "fake/data.csv" not in json.loads(records.read_text())
+
+
+def test_exchange_is_judged_by_its_registered_hash():
+    from mola_ts.data import get_dataset_info
+
+    info = get_dataset_info("Exchange")
+    assert info.files[0].sha256 == ("d55e7aa2641009814a18ba3279431b13f6d413b0eab195b9ff21988d8"
+                                    "cf94e97")
+    assert "2010-10-10" in info.description
 
 
 @PROPERTY
@@ -257,12 +323,21 @@ def test_a_csv_cut_anywhere_is_refused_or_is_a_clean_prefix(tmp_path_factory, cu
     (home / "fake" / "data.csv").write_bytes(GOOD[:cut])
     full = loaders_module._read_csv(_write(home / "full.csv", GOOD), info, verified=False)
     try:
-        frame = loaders_module._read_csv(home / "fake" / "data.csv", info, verified=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = loaders_module._read_csv(home / "fake" / "data.csv", info, verified=False)
     except DataIntegrityError as exc:
         assert str(home / "fake" / "data.csv") in str(exc)
     else:
-        assert GOOD[cut - 1:cut] == b"\n"
-        pd.testing.assert_frame_equal(frame, full.iloc[: len(frame)], check_freq=False)
+        if GOOD[cut - 1:cut] == b"\n":  # a clean prefix: its first rows, no warning
+            assert not caught
+            pd.testing.assert_frame_equal(frame, full.iloc[: len(frame)], check_freq=False)
+        else:  # a complete-looking last row (cut inside its last number): used, with a warning
+            assert any("cannot be ruled out" in str(w.message) for w in caught)
+            rest = GOOD[cut:]
+            assert b"," not in rest[:rest.index(b"\n")]  # the cut fell in the last field
+            pd.testing.assert_frame_equal(frame.iloc[:-1], full.iloc[: len(frame) - 1],
+                                          check_freq=False)
 
 
 def _write(path, content: bytes):

@@ -192,11 +192,14 @@ def _download(remote: RemoteFile, target: Path, expected: str | None, origin: st
 
 
 def fetch_file(remote: RemoteFile, data_home: str | os.PathLike | None = None,
-               download_if_missing: bool = True) -> Path:
+               download_if_missing: bool = True, check=None) -> Path:
     """Path of a verified local copy of ``remote``, downloading it when allowed.
 
     A present file that is empty or whose sha256 differs from the expected one is downloaded
-    again when ``download_if_missing`` is True (with a warning naming both hashes).
+    again when ``download_if_missing`` is True (with a warning naming both hashes). ``check``,
+    a callable given the path, judges the content of a file without a known hash before its
+    hash is recorded: whatever it raises propagates and nothing is recorded (the loaders pass
+    their CSV checks, so a refused file never leaves a recorded hash behind).
 
     Raises
     ------
@@ -237,6 +240,8 @@ def fetch_file(remote: RemoteFile, data_home: str | os.PathLike | None = None,
                           stacklevel=2)
             actual = _download(remote, target, expected, origin)
     if expected is None:
+        if check is not None:
+            check(target)
         _write_record(home, remote.path, actual)
         if remote.path not in _warned_unknown:
             _warned_unknown.add(remote.path)

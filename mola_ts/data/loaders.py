@@ -10,6 +10,7 @@ Every loader takes ``data_home=`` (see :func:`mola_ts.data.fetch.get_data_home`)
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,51 @@ def _describe(info: DatasetInfo) -> str:
     )
 
 
+def _last_line(path: os.PathLike) -> tuple[bytes, bytes, bool]:
+    """(header line, last line, whether the file ends with a line break), read from the ends."""
+    with open(path, "rb") as handle:
+        header = handle.readline().rstrip(b"\r\n")
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 65536))
+        tail = handle.read()
+    ends = not size or tail[-1:] in (b"\n", b"\r")
+    lines = tail.rstrip(b"\r\n").splitlines()
+    return header, (lines[-1] if lines else b""), ends
+
+
+def _check_last_row(path: os.PathLike, info: DatasetInfo, advice: str) -> None:
+    """A file without a final line break: refuse a last row with missing or unreadable fields,
+    accept a complete one with a warning (a cut inside its last number cannot be ruled out)."""
+    header, last, ends = _last_line(path)
+    if ends:
+        return
+    names = header.decode("utf-8", "replace").split(",")
+    fields = last.decode("utf-8", "replace").split(",")
+    problem = None
+    if len(fields) != len(names):
+        problem = f"{len(fields)} of its {len(names)} fields"
+    elif any(not f.strip() for f in fields):
+        problem = "empty fields"
+    else:
+        try:
+            for name, value in zip(names, fields, strict=True):
+                if name == info.date_column:
+                    pd.Timestamp(value)
+                else:
+                    float(value)
+        except ValueError:
+            problem = f"a field that does not parse ({name}={value!r})"
+    if problem is not None:
+        raise DataIntegrityError(
+            f"{path} does not end with a line break and its last row has {problem}: it was "
+            f"cut off; {advice}")
+    warnings.warn(
+        f"{path} does not end with a line break; its last row is complete ({len(fields)} "
+        "fields that parse), so the file is used, but without a published sha256 a cut inside "
+        "its last number cannot be ruled out", UserWarning, stacklevel=2)
+
+
 def _read_csv(path: os.PathLike, info: DatasetInfo, *, verified: bool = True) -> pd.DataFrame:
     """Parse a dataset CSV; anything malformed raises DataIntegrityError naming the file.
 
@@ -44,18 +90,13 @@ def _read_csv(path: os.PathLike, info: DatasetInfo, *, verified: bool = True) ->
     was already damaged then is caught here: unparseable text, an unreadable or missing date,
     non-numeric or missing values, duplicated or unsorted dates, a wrong row count, and (when
     ``verified`` is False: no published hash vouches for the file) a last line without its
-    line break, the mark of a file cut off mid-row, maybe mid-number.
+    line break that lacks fields or does not parse, the mark of a file cut off mid-row. A last
+    row without its line break that is complete is common in real CSVs: it is accepted with a
+    warning (a cut inside its last number cannot be ruled out without a hash).
     """
     advice = "the file is corrupted or truncated: delete it and fetch it again"
     if not verified:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 1))
-            last = handle.read(1)
-        if size and last not in (b"\n", b"\r"):
-            raise DataIntegrityError(
-                f"{path} does not end with a line break: its last row was cut off; {advice}")
+        _check_last_row(path, info, advice)
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
@@ -114,6 +155,29 @@ def _read_csv(path: os.PathLike, info: DatasetInfo, *, verified: bool = True) ->
     return frame
 
 
+def _fetch_and_read(info: DatasetInfo, data_home, download_if_missing: bool) -> pd.DataFrame:
+    """Fetch the file of a one-table dataset and parse it with every check; a file without a
+    published hash has its hash recorded only when it passes them."""
+    remote = info.files[0]
+    verified = remote.sha256 is not None
+    parsed: list[pd.DataFrame] = []
+
+    def check(path: os.PathLike) -> None:
+        parsed.append(_read_csv(path, info, verified=verified))
+
+    try:
+        path = fetch_file(remote, data_home=data_home, download_if_missing=download_if_missing,
+                          check=check)
+        if not parsed:  # a hashed file, or one whose hash was recorded before
+            parsed.append(_read_csv(path, info, verified=verified))
+    except DataIntegrityError:
+        if not verified:
+            # a hash recorded before would certify a broken copy: forget it
+            _forget_recorded_hash(remote, data_home)
+        raise
+    return parsed[0]
+
+
 def load_dataset(name: str, *, data_home: str | os.PathLike | None = None,
                  download_if_missing: bool = True, as_frame: bool = True
                  ) -> pd.DataFrame | Bunch:
@@ -129,15 +193,7 @@ def load_dataset(name: str, *, data_home: str | os.PathLike | None = None,
     info = get_dataset_info(name)
     if info.split == "tep":
         raise ValueError("TEP is not a single table: use mola_ts.data.load_tep(fault, split)")
-    remote = info.files[0]
-    path = fetch_file(remote, data_home=data_home, download_if_missing=download_if_missing)
-    try:
-        frame = _read_csv(path, info, verified=remote.sha256 is not None)
-    except DataIntegrityError:
-        if remote.sha256 is None:
-            # the hash recorded at first use would certify a broken copy: forget it
-            _forget_recorded_hash(remote, data_home)
-        raise
+    frame = _fetch_and_read(info, data_home, download_if_missing)
     if as_frame:
         frame.attrs["dataset"] = info.name
         return frame

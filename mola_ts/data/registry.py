@@ -117,12 +117,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "Exchange": _ltsf(
         "Exchange", "exchange_rate/exchange_rate.csv",
         _TSLIB_BASE + "exchange_rate/exchange_rate.csv",
-        # The published hash of exchange_rate.csv has 63 hex digits (one lost in transcription);
-        # it cannot be trusted, so the file is handled like the others without a known hash.
-        None,
+        "d55e7aa2641009814a18ba3279431b13f6d413b0eab195b9ff21988d8cf94e97",
         licence="research use (Lai et al. 2018 collection)", citation=_AUTOFORMER_CITATION,
         frequency="D", split="ratio", n_rows=7588,
-        description="Daily exchange rates of 8 countries, 1990-2016.",
+        description="Daily exchange rates of 8 countries, 1990-01-01 to 2010-10-10.",
         source="https://github.com/laiguokun/multivariate-time-series-data",
     ),
     "ILI": _ltsf(
