@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import check_number
-from ..nn import LoRAMoEConfig, collect_aux, inject, lora_layers, routing
+from ..nn import AllocationPlan, LoRAMoEConfig, collect_aux, inject, lora_layers, routing
 from ..nn.routers import MASKED_LOGIT
 from ..training import unwrap_model
 from .backbones import InstanceNorm
@@ -35,8 +35,9 @@ class SegmentAdapter(nn.Module):
         A backbone mapping (B, L, C) to (B, S, C); deep-copied, never modified.
     n_segments : int
         K, the number of segments (task ids 0..K-1).
-    config : LoRAMoEConfig
-        Layer config (``router="task"`` with ``n_tasks=K``, or ``"ldmole"``).
+    config : LoRAMoEConfig or AllocationPlan
+        Layer config (``router="task"`` with ``n_tasks=K``, ``"topk"`` or ``"ldmole"``), or
+        a per-layer allocation plan on such a config.
     target_modules : str or sequence of str
         Modules to wrap (see :func:`mola_ts.nn.inject`).
     adapter : {"mola", "lora"}
@@ -66,6 +67,8 @@ class SegmentAdapter(nn.Module):
         self.network = copy.deepcopy(foundation)
         self.network.eval()
         inject(self.network, target_modules, config, random_state=random_state)
+        if isinstance(config, AllocationPlan):
+            config = config.config  # the routing settings every layer shares
         self.dynamic = config.router != "task"
         if adapter == "lora":
             if config.n_experts != self.n_segments:

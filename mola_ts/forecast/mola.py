@@ -23,6 +23,7 @@ early stopping are in :mod:`mola_ts.forecast.adapters`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from sklearn.base import clone
@@ -31,16 +32,25 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..data import check_number
-from ..nn import LoRAMoEConfig, parameter_report
+from ..nn import AllocationPlan, LoRAMoEConfig, parameter_report
 from ..training import evaluate, resolve_device, seed_everything, train
 from .adapters import SegmentAdapter, SegmentEarlyStopping, segment_loss, segment_metrics
 from .fitting import freeze
+from .layers import (
+    LAYER_ROUTERS,
+    check_layers,
+    layer_config,
+    layer_plan,
+    search_batches,
+    search_plan,
+    strip_plan_prefix,
+)
 from .neural import DirectForecaster, NeuralForecaster
 
 __all__ = ["MoLAForecaster"]
 
 ADAPTERS = ("mola", "lora")
-SEGMENT_ROUTERS = ("segment", "ldmole")
+SEGMENT_ROUTERS = LAYER_ROUTERS
 
 
 class MoLAForecaster(NeuralForecaster):
@@ -72,9 +82,16 @@ class MoLAForecaster(NeuralForecaster):
     target_modules : str or list of str, optional
         Adapted modules; default: both feed-forward projections of every encoder block
         (the backbone's ``ADAPTER_TARGETS``).
-    router : {"segment", "ldmole"}
-        "segment": input-independent logits per segment (the paper). "ldmole": LD-MoLE
-        dynamic routing from a segment embedding plus the window (beyond the paper).
+    router : {"segment", "topk", "ldmole"}
+        "segment": input-independent logits per segment (the paper). "topk" / "ldmole":
+        a top-k softmax gate / LD-MoLE dynamic routing from a segment embedding plus the
+        window (beyond the paper).
+    layers : dict, optional
+        Every other option of the LoRA-MoE layers, as plain data: router and ``top_k``,
+        allocation ``plan`` (uniform, MoLA presets such as ``"mola2468"``, HILO groups,
+        ``"guilomo"``: a GuiLoMo search run on the training windows), MoSLD ``shared_A`` and
+        ``dropconnect``, LoRA ``dropout``, ``n_experts`` and ``rank``. None: the paper's
+        layers. The keys and their checks: :mod:`mola_ts.forecast.layers`.
     foundation : DirectForecaster, optional
         A fitted foundation (``horizon == segment_length``, same lookback and columns) reused
         as is; an unfitted one is cloned and fitted as the foundation. Wrap a fitted one in
@@ -106,6 +123,11 @@ class MoLAForecaster(NeuralForecaster):
     ----------
     foundation_ : DirectForecaster
         The fitted foundation (reuse it for other horizons that are multiples of S).
+    layers_ : dict
+        The resolved layer configuration (every key of ``layers``, defaults filled in).
+    layer_plan_ : dict or None
+        The allocation plan the adapters were built from (``AllocationPlan.to_dict()``; with
+        ``plan="guilomo"`` the searched one), None for the uniform plan.
     model_ : SegmentAdapter
         The adapted network (ensemble member 0).
     members_ : list of SegmentAdapter
@@ -153,7 +175,8 @@ class MoLAForecaster(NeuralForecaster):
                  backbone: str = "itransformer", backbone_params: dict | None = None,
                  adapter: str = "mola", n_experts: int = 6, rank: int = 8,
                  lora_alpha: float | None = None, init_std: float = 0.01,
-                 target_modules=None, router: str = "segment", foundation=None,
+                 target_modules=None, router: str = "segment", layers: dict | None = None,
+                 foundation=None,
                  foundation_epochs: int = 5, foundation_patience: int | None = 2,
                  foundation_lr: float = 5e-4, epochs: int = 10, patience: int = 3,
                  lr: float = 1e-3, batch_size: int = 32, lr_schedule: str | None = "halve",
@@ -173,6 +196,7 @@ class MoLAForecaster(NeuralForecaster):
         self.init_std = init_std
         self.target_modules = target_modules
         self.router = router
+        self.layers = layers
         self.foundation = foundation
         self.foundation_epochs = foundation_epochs
         self.foundation_patience = foundation_patience
@@ -210,10 +234,12 @@ class MoLAForecaster(NeuralForecaster):
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {self.adapter!r}")
         if self.router not in SEGMENT_ROUTERS:
             raise ValueError(f"router must be one of {SEGMENT_ROUTERS}, got {self.router!r}")
-        if self.router == "ldmole" and self.adapter != "mola":
-            raise ValueError("router='ldmole' mixes shared experts: it needs adapter='mola'")
+        if self.router != "segment" and self.adapter != "mola":
+            raise ValueError(f"router={self.router!r} mixes shared experts: it needs "
+                             "adapter='mola'")
         check_number(self.n_experts, "n_experts", min_val=1)
         check_number(self.rank, "rank", min_val=1)
+        self._resolved_layers()
         check_number(self.foundation_epochs, "foundation_epochs", min_val=1)
 
     def _min_fit_rows(self) -> int:
@@ -264,19 +290,46 @@ class MoLAForecaster(NeuralForecaster):
         return fnd, elapsed
 
     # -- adaptation --------------------------------------------------------------------------
+    def _resolved_layers(self) -> dict:
+        return check_layers(self.layers, adapter=self.adapter, params={
+            "router": self.router, "n_experts": self.n_experts, "rank": self.rank})
+
     def _lora_config(self) -> LoRAMoEConfig:
         k = self._n_segments()
         alpha = float(self.rank if self.lora_alpha is None else self.lora_alpha)
         if self.adapter == "lora":
             return LoRAMoEConfig(n_experts=k, rank=self.rank, alpha=alpha, init="gaussian",
                                  init_std=self.init_std, router="task", n_tasks=k)
-        if self.router == "segment":
-            return LoRAMoEConfig(n_experts=self.n_experts, rank=self.rank, alpha=alpha,
-                                 init="gaussian", init_std=self.init_std, router="task",
-                                 n_tasks=k)
-        return LoRAMoEConfig(n_experts=self.n_experts, rank=self.rank, alpha=alpha,
-                             init="gaussian", init_std=self.init_std, router="ldmole",
-                             router_dim=2 * self._router_features)
+        resolved = self._resolved_layers()
+        alpha = float(resolved["rank"] if self.lora_alpha is None else self.lora_alpha)
+        return layer_config(resolved, n_segments=k, alpha=alpha, init_std=self.init_std,
+                            router_dim=2 * self._router_features)
+
+    def _layer_spec(self, network: nn.Module):
+        """The config or allocation plan the adapted layers are built from."""
+        plan = getattr(self, "layer_plan_", None)
+        if plan is not None:  # fitted (or loaded): the plan the adapters were trained with
+            return AllocationPlan.from_dict(plan)
+        config = self._lora_config()
+        if self.adapter == "lora":
+            return config
+        return layer_plan(self._resolved_layers(), config, network, self._targets(network))
+
+    def _search_layer_plan(self, train_values: np.ndarray) -> AllocationPlan:
+        """GuiLoMo: search the plan on the training windows (seeded by the first member)."""
+        network = self.foundation_.model_
+        seed = self._member_seed(0)
+        seed_everything(seed)
+        config = self._lora_config()
+        module = SegmentAdapter(network, self._n_segments(), replace(config, gsv=True),
+                                self._targets(network), adapter=self.adapter,
+                                router_features=self._router_features,
+                                random_state=None if seed is None else seed + 7)
+        train_set, _ = self._datasets(train_values, None, self.horizon)
+        batches = search_batches(train_set, self.batch_size, 8, seed)
+        plan = search_plan(module, batches, segment_loss, config=config,
+                           n_steps=self.layers_["search_steps"], seed=seed)
+        return strip_plan_prefix(plan, "network.")
 
     _router_features = 16
 
@@ -295,7 +348,7 @@ class MoLAForecaster(NeuralForecaster):
         network = self.foundation_.model_
         seed = self._member_seed(member)
         seed = None if seed is None else seed + 7
-        return SegmentAdapter(network, self._n_segments(), self._lora_config(),
+        return SegmentAdapter(network, self._n_segments(), self._layer_spec(network),
                               self._targets(network), adapter=self.adapter,
                               router_features=self._router_features, random_state=seed)
 
@@ -304,6 +357,16 @@ class MoLAForecaster(NeuralForecaster):
                                                                           val_values)
         self.scaler_ = self.foundation_.scaler_
         self.n_segments_ = self._n_segments()
+        self.layers_ = self._resolved_layers()
+        self.layer_plan_ = None
+        if self.adapter == "mola" and self.layers_["plan"] == "guilomo":
+            start = time.perf_counter()
+            self.layer_plan_ = self._search_layer_plan(train_values).to_dict()
+            self.search_seconds_ = time.perf_counter() - start
+        else:
+            spec = self._layer_spec(self.foundation_.model_)
+            self.layer_plan_ = spec.to_dict() if isinstance(spec, AllocationPlan) else None
+            self.search_seconds_ = 0.0
         members, seconds = [], []
         for k in range(self._n_members()):
             start = time.perf_counter()
@@ -342,7 +405,8 @@ class MoLAForecaster(NeuralForecaster):
         return freeze(module), result, stopper, report
 
     def _set_timings(self) -> None:
-        self.adapt_seconds_ = float(sum(self.member_seconds_))
+        self.adapt_seconds_ = float(sum(self.member_seconds_)) + float(
+            getattr(self, "search_seconds_", 0.0))  # a GuiLoMo search is part of adapting
         self.train_seconds_ = self.adapt_seconds_ + self.foundation_seconds_
 
     def _head_network(self, module: SegmentAdapter) -> nn.Module:
