@@ -151,8 +151,11 @@ def test_ensemble_members_differ_and_share_the_frozen_foundation(mixture):
 
 
 def test_member_zero_is_the_plain_model_and_sub_ensemble_is_a_refit(mixture, data):
-    plain = _mola().fit(data)
+    plain = _mola(uncertainty="laplace").fit(data)
     pd.testing.assert_frame_equal(plain.predict(), mixture.sub_ensemble(1).predict())
+    # the adapted network itself is member 0 (its own head changes the forecast, not the net)
+    x = torch.tensor(plain._to_scaled(plain.context_)[None])
+    torch.testing.assert_close(_mola().fit(data).model_(x), mixture.members_[0](x))
     alone = _mola(n_ensemble=2, uncertainty="noise").fit(data)
     sub = mixture.sub_ensemble(2, uncertainty="noise")
     assert sub.get_params() == alone.get_params()
@@ -254,6 +257,21 @@ def test_windows_with_a_constant_variable_are_left_out_of_the_noise_fit():
     clean = DirectForecaster(**params).fit(y.iloc[:190])
     assert clean.uncertainty_skipped_windows_ == 0
     noise = np.asarray(model.laplace_[0][0].sigma_noise_)
-    # without the skip the last steps' noise is ~9x the clean fit's; with it, within 3x
-    assert np.all(noise < 3 * np.asarray(clean.laplace_[0][0].sigma_noise_))
+    # without the skip the last steps' noise is ~9x the clean fit's; with it, within 4x (the
+    # refitted head also follows the partly stuck lookbacks kept in the fit: 3.5x measured)
+    assert np.all(noise < 4 * np.asarray(clean.laplace_[0][0].sigma_noise_))
     assert model.predict_interval(coverage=0.9).notna().all().all()
+
+
+def test_a_file_with_the_old_frozen_head_posterior_loads_with_a_warning(mixture):
+    state = mixture._state_to_save()
+    for member in state["laplace_"]:
+        for entry in member:
+            # what files written before the members' own heads hold
+            entry.pop("head")
+            entry["params"].pop("prior_mean")
+            entry["fitted"].pop("prior_mean_")
+    old = _mola(n_ensemble=3, uncertainty="laplace")
+    old.n_features_in_ = mixture.n_features_in_
+    with pytest.warns(UserWarning, match="old last-layer Laplace on the frozen foundation head"):
+        old._restore_state(state)

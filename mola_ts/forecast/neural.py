@@ -12,6 +12,7 @@ the ensemble and last-layer Laplace behind ``predict_interval`` in
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from torch import nn
@@ -19,6 +20,7 @@ from torch import nn
 from ..data import WindowDataset, check_number
 from ..persistence import SaveLoadMixin
 from ..training import TrainConfig, preserve_global_rng, resolve_device, seed_everything, train
+from ..uncertainty.heads import laplace_state, restore_laplace
 from .backbones import make_backbone
 from .base import BaseForecaster
 from .fitting import (
@@ -33,7 +35,7 @@ from .fitting import (
     to_scaled,
     window_metrics,
 )
-from .predictive import PredictiveMixin, laplace_state, restore_laplace
+from .predictive import PredictiveMixin
 
 __all__ = ["NeuralForecaster", "DirectForecaster", "DLinearForecaster"]
 
@@ -121,6 +123,8 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
 
     # -- inference ---------------------------------------------------------------------------
     def _forecast(self, windows: np.ndarray) -> np.ndarray:
+        if self._own_heads():  # the members' refitted heads forecast: the mixture's mean
+            return self._forecast_distribution(windows).mean
         scaled = self._to_scaled(windows)
         device = resolve_device(self.device)
         members = getattr(self, "members_", None) or [self.model_]
@@ -159,6 +163,12 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
         self.laplace_ = None if laplace is None else [
             [restore_laplace(self._head_network(module).head, s) for s in member]
             for module, member in zip(members, laplace, strict=True)]
+        if laplace is not None and not self._own_heads():
+            warnings.warn(
+                "this file holds the old last-layer Laplace on the frozen foundation head "
+                "(identical in every member, never trained on the adapted features): its "
+                "intervals over-cover and its mixture equals the ensemble; fit again for "
+                "members with their own heads", UserWarning, stacklevel=4)
 
 
 class DirectForecaster(NeuralForecaster):

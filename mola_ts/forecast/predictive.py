@@ -5,14 +5,21 @@ This module owns :class:`PredictiveMixin`, the part of
 :class:`~mola_ts.forecast.neural.NeuralForecaster` that turns its trained networks into a
 predictive distribution: the ensemble settings (member count and seeds), the Laplace fit on the
 head of every member, the Gaussian-mixture forecast and :meth:`PredictiveMixin.sub_ensemble`,
-plus :func:`laplace_state` / :func:`restore_laplace` for the saved files.
+The forecasting-agnostic part (every member's own head, its Laplace, the mixture) is in
+:mod:`mola_ts.uncertainty` (:meth:`~mola_ts.uncertainty.LaplaceMixture.fit_members`,
+:mod:`mola_ts.uncertainty.heads`); this module only gathers the members' features and targets
+in the normalised space and maps the mixture back to the data's units.
 
 - **Ensemble** (``n_ensemble = K``): K networks trained with seeds ``random_state + 1000 k``
   (member 0 is the network a plain fit gives); for MoLA they are K adapters on the one frozen
   foundation. The point forecast is the members' mean.
-- **Predictive** (``uncertainty``): every member gets a last-layer Laplace approximation
-  (:class:`~mola_ts.uncertainty.LastLayerLaplace`, Kronecker-factored, which is exact for a
-  linear head, prior precision and one noise level per head output tuned on the evidence),
+- **Predictive** (``uncertainty``): every member gets **its own head**, fitted post hoc on that
+  member's features as a Bayesian linear regression centred on the foundation head (its MAP,
+  prior precision and one noise level per head output tuned on the evidence, uncertainty spec
+  §2 and §5), and the last-layer Laplace around it (exact for a linear head); the point
+  forecast is then the mean of these heads' outputs. Before, the Laplace sat on the frozen
+  foundation head, the same copy in every member and never trained on the adapted features:
+  every component was the same Gaussian. The heads and their posterior are
   fitted post hoc on the training windows (``uncertainty_data="train"``) or the validation
   windows. ``"laplace"`` predicts with the linearised Laplace predictive (functional variance
   plus noise), ``"noise"`` with the Gaussian of the fitted noise alone (the MAP predictive;
@@ -52,12 +59,11 @@ from torch import nn
 
 from ..data import WindowDataset, check_number
 from ..training import resolve_device
-from ..uncertainty import GaussianMixture, LastLayerLaplace
+from ..uncertainty import GaussianMixture, LaplaceMixture
 from .backbones import InstanceNorm
 from .fitting import INFERENCE_BATCH
 
-__all__ = ["PredictiveMixin", "UNCERTAINTY", "UNCERTAINTY_DATA", "MEMBER_SEED_STRIDE",
-           "laplace_state", "restore_laplace"]
+__all__ = ["PredictiveMixin", "UNCERTAINTY", "UNCERTAINTY_DATA", "MEMBER_SEED_STRIDE"]
 
 #: values of the ``uncertainty`` parameter: no predictive, fitted noise only, last-layer Laplace
 UNCERTAINTY = (None, "noise", "laplace")
@@ -68,21 +74,6 @@ MEMBER_SEED_STRIDE = 1000
 #: a window spread at or below this (the normalisation's floor is sqrt(InstanceNorm.eps)) marks
 #: a variate constant over the lookback
 CONSTANT_STD = 2.0 * float(np.sqrt(InstanceNorm.eps))
-
-
-def laplace_state(la: LastLayerLaplace) -> dict:
-    """A fitted LastLayerLaplace as storable values (its params but the model, its state)."""
-    params = {k: v for k, v in la.get_params(deep=False).items() if k != "model"}
-    fitted = {k: v for k, v in vars(la).items() if k.endswith("_") and not k.startswith("_")}
-    return {"params": params, "fitted": fitted}
-
-
-def restore_laplace(head: nn.Module, state: dict) -> LastLayerLaplace:
-    """The LastLayerLaplace of ``head`` stored by :func:`laplace_state`."""
-    la = LastLayerLaplace(head, **state["params"])
-    for key, value in state["fitted"].items():
-        setattr(la, key, value)
-    return la
 
 
 class PredictiveMixin:
@@ -219,10 +210,10 @@ class PredictiveMixin:
                     f"(uncertainty_data={getattr(self, 'uncertainty_data', 'train')!r}) has a "
                     "variable that is constant over its lookback; the noise cannot be fitted")
             head = self._head_network(module).head
+            # each head run (segment) gets its own head, fitted on this member's features
             self.laplace_.append([
-                LastLayerLaplace(head, structure="kron", noise="per_output", tune=True,
-                                 batch_size=INFERENCE_BATCH).fit(
-                    torch.cat(p), torch.cat(t))
+                LaplaceMixture([head], noise="per_output", batch_size=INFERENCE_BATCH)
+                .fit_members([torch.cat(p)], [torch.cat(t)]).components_[0]
                 for p, t in zip(phis, targets, strict=True)])
             self.uncertainty_seconds_.append(time.perf_counter() - start)
         self.uncertainty_skipped_windows_ = skipped
@@ -245,31 +236,43 @@ class PredictiveMixin:
         device = resolve_device(self.device)
         scaled = self._to_scaled(windows)
         n_win, _, channels = windows.shape
-        shape = (n_win, self.horizon, channels, len(self.members_))
+        k = len(self.members_)
+        shape = (n_win, self.horizon, channels, k)
         means, variances, noises = np.empty(shape), np.empty(shape), np.empty(shape)
-        for m, (module, laplaces) in enumerate(zip(self.members_, self.laplace_, strict=True)):
+        # one mixture per head run (segment): component k is member k's own head
+        mixtures = [LaplaceMixture.from_components(list(parts))
+                    for parts in zip(*self.laplace_, strict=True)]
+        for module in self.members_:
             module.to(device)
-            for first in range(0, n_win, INFERENCE_BATCH):
-                rows = slice(first, min(first + INFERENCE_BATCH, n_win))
-                x = torch.from_numpy(np.ascontiguousarray(scaled[rows])).to(device)
-                phi, _, _, mean, std = self._head_pass(module, x)
-                batch = len(x)
-                parts = [la.predict_distribution(phi[k * batch:(k + 1) * batch])
-                         for k, la in enumerate(laplaces)]  # each (B, C, S), normalised space
-                mu = np.concatenate([d.mean for d in parts], axis=2)  # (B, C, n S)
-                noise = np.concatenate([d.variance_decomposition()["noise"] for d in parts],
-                                       axis=2)
-                var = np.concatenate([d.var for d in parts], axis=2) if mode == "laplace" \
-                    else noise
-                # the affine map back to the data's units: window statistics, then the scaler
-                a = std.cpu().numpy().astype(np.float64)  # (B, 1, C)
-                b = mean.cpu().numpy().astype(np.float64)
-                if self.scaler_ is not None:
-                    a, b = a * self.scaler_.scale_, b * self.scaler_.scale_ + self.scaler_.mean_
-                means[rows, ..., m] = mu.transpose(0, 2, 1) * a + b
-                variances[rows, ..., m] = var.transpose(0, 2, 1) * a ** 2
-                noises[rows, ..., m] = noise.transpose(0, 2, 1) * a ** 2
+        for first in range(0, n_win, INFERENCE_BATCH):
+            rows = slice(first, min(first + INFERENCE_BATCH, n_win))
+            x = torch.from_numpy(np.ascontiguousarray(scaled[rows])).to(device)
+            passes = [self._head_pass(module, x) for module in self.members_]
+            batch = len(x)
+            parts = [mix.predict_members([p[0][j * batch:(j + 1) * batch] for p in passes])
+                     for j, mix in enumerate(mixtures)]  # each (B, C, S, K), normalised space
+            mu = np.concatenate([d.means for d in parts], axis=2)  # (B, C, n S, K)
+            noise = np.concatenate([d.noise_variances for d in parts], axis=2)
+            var = np.concatenate([d.variances for d in parts], axis=2) if mode == "laplace" \
+                else noise
+            # the affine map back to the data's units: window statistics, then the scaler
+            # (the instance normalisation reads the window alone: the same for every member)
+            _, _, _, mean, std = passes[0]
+            a = std.cpu().numpy().astype(np.float64)  # (B, 1, C)
+            b = mean.cpu().numpy().astype(np.float64)
+            if self.scaler_ is not None:
+                a, b = a * self.scaler_.scale_, b * self.scaler_.scale_ + self.scaler_.mean_
+            a, b = a[..., None], b[..., None]  # (B, 1, C, 1)
+            means[rows] = mu.transpose(0, 2, 1, 3) * a + b
+            variances[rows] = var.transpose(0, 2, 1, 3) * a ** 2
+            noises[rows] = noise.transpose(0, 2, 1, 3) * a ** 2
         return GaussianMixture(means, variances, noise_variances=noises)
+
+    def _own_heads(self) -> bool:
+        """Whether the members' Laplace approximations sit on heads of their own (refitted),
+        whose outputs are then the point forecast."""
+        laplace = getattr(self, "laplace_", None)
+        return bool(laplace) and getattr(laplace[0][0], "prior_mean", None) is not None
 
     def sub_ensemble(self, n_members: int | None = None, *, uncertainty: str | None = None):
         """This fitted forecaster restricted to its first ``n_members`` ensemble members.

@@ -7,6 +7,7 @@ See ``shared/specs/uncertainty.md``. Scores for these distributions live in
 
 from .distribution import GaussianMixture
 from .fault import FaultProbability
+from .heads import fit_head_posterior
 from .laplace import MAX_FULL_PARAMETERS, STRUCTURES, LastLayerLaplace
 from .mixture import LaplaceMixture
 
@@ -15,6 +16,7 @@ __all__ = [
     "LastLayerLaplace",
     "LaplaceMixture",
     "FaultProbability",
+    "fit_head_posterior",
     "STRUCTURES",
     "MAX_FULL_PARAMETERS",
 ]

@@ -26,8 +26,11 @@ Prior precision and noise are tuned by maximising the Laplace log marginal likel
 around the fixed MAP weights ``theta*`` (quasi-Newton ascent on ``log lambda`` and ``log sigma``
 with the exact gradient)::
 
-    log Z = sum_i [-RSS_i / (2 sigma_i^2) - N/2 log(2 pi sigma_i^2)] - lambda/2 |theta*|^2
+    log Z = sum_i [-RSS_i / (2 sigma_i^2) - N/2 log(2 pi sigma_i^2)] - lambda/2 |theta* - theta_0|^2
             - 1/2 log det P + p/2 log lambda
+
+with the prior mean ``theta_0`` (0 by default; :mod:`mola_ts.uncertainty.heads` centres the prior
+of a refitted head on the head it replaces).
 
 Every row of the head's input counts as one sample: a head applied to ``(batch, channels, d)``
 features (a channel-independent forecasting head) contributes ``batch * channels`` rows.
@@ -111,6 +114,8 @@ class LastLayerLaplace(BaseEstimator):
         One noise level for all ``m`` outputs, or one per output (heteroscedastic outputs).
     tune : bool
         Maximise the log marginal likelihood over ``prior_precision`` and ``sigma_noise``.
+    prior_mean : array-like of shape (m, d') or None
+        Mean ``theta_0`` of the Gaussian prior on ``[W | b]`` (None: zero).
     batch_size : int
         Rows per forward pass when accumulating and predicting.
 
@@ -156,7 +161,7 @@ class LastLayerLaplace(BaseEstimator):
     def __init__(self, model: nn.Module | None = None, *, last_layer: str | None = None,
                  structure: str = "kron", prior_precision: float = 1.0,
                  sigma_noise=None, noise: str = "shared", tune: bool = True,
-                 batch_size: int = 256):
+                 prior_mean=None, batch_size: int = 256):
         self.model = model
         self.last_layer = last_layer
         self.structure = structure
@@ -164,6 +169,7 @@ class LastLayerLaplace(BaseEstimator):
         self.sigma_noise = sigma_noise
         self.noise = noise
         self.tune = tune
+        self.prior_mean = prior_mean
         self.batch_size = batch_size
 
     def __sklearn_tags__(self):
@@ -306,6 +312,7 @@ class LastLayerLaplace(BaseEstimator):
         if self.has_bias_:
             weight = torch.cat([weight, head.bias.detach().double().cpu()[:, None]], dim=1)
         self.theta_ = weight.numpy()
+        self.prior_mean_ = self._check_prior_mean()
         if self.structure == "diag":
             self.eigenvalues_, self.eigenvectors_ = np.diag(self.gram_).copy(), None
         else:
@@ -337,6 +344,16 @@ class LastLayerLaplace(BaseEstimator):
             raise ValueError(f"sigma_noise must be a positive float or {m} positive values "
                              f"(one per output), got {self.sigma_noise!r}")
         return sigma
+
+    def _check_prior_mean(self) -> np.ndarray | None:
+        if self.prior_mean is None:
+            return None
+        mean = self.prior_mean.detach().double().cpu().numpy() if isinstance(
+            self.prior_mean, torch.Tensor) else np.array(self.prior_mean, dtype=np.float64)
+        if mean.shape != self.theta_.shape or not np.isfinite(mean).all():
+            raise ValueError(f"prior_mean must be a finite array of the head's shape "
+                             f"{self.theta_.shape} ([W | b]), got shape {mean.shape}")
+        return mean
 
     def _noise_sigma(self, sigma_noise=None) -> np.ndarray:
         """Noise standard deviation per output, shape (m,)."""
@@ -371,7 +388,9 @@ class LastLayerLaplace(BaseEstimator):
         s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (self.n_outputs_,)) ** 2
         n, p = self.n_rows_, self.theta_.size
         u = self.eigenvalues_[None, :] / s[:, None]  # (m, d'): data curvature per direction
-        sq_norm = float(np.sum(self.theta_ ** 2))
+        offset = self.theta_ if getattr(self, "prior_mean_", None) is None \
+            else self.theta_ - self.prior_mean_
+        sq_norm = float(np.sum(offset ** 2))
         value = (-0.5 * np.sum(self.rss_ / s) - 0.5 * n * np.sum(np.log(2 * np.pi * s))
                  - 0.5 * lam * sq_norm - 0.5 * np.sum(np.log(u + lam)) + 0.5 * p * np.log(lam))
         g_prec = -0.5 * lam * sq_norm - 0.5 * np.sum(lam / (u + lam)) + 0.5 * p

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from mola_ts.uncertainty.distribution import GaussianMixture
+from mola_ts.uncertainty.heads import fit_head_posterior
 from mola_ts.uncertainty.laplace import LastLayerLaplace
 
 __all__ = ["LaplaceMixture"]
@@ -87,6 +88,51 @@ class LaplaceMixture(BaseEstimator):
         self.components_ = [LastLayerLaplace(model, **shared).fit(X, y) for model in self.models]
         self.n_components_ = len(self.components_)
         return self
+
+    def fit_members(self, features: Sequence, targets: Sequence, *,
+                    refit: bool = True) -> LaplaceMixture:
+        """Fit component k on member k's own features: the interface for members that differ.
+
+        ``models`` are then the K members' heads (``nn.Linear``); ``features[k]`` (rows, d) is
+        what member k's body gives for the fit inputs and ``targets[k]`` (rows, m) what its head
+        should output. With ``refit`` each member gets its own head, the MAP of a Bayesian
+        linear regression around ``models[k]`` with evidence-tuned prior precision and noise
+        (:func:`~mola_ts.uncertainty.heads.fit_head_posterior`); otherwise the post-hoc
+        Laplace of ``models[k]`` as it is. Knows nothing of forecasting: a monitor passes its
+        members' encodings the same way.
+        """
+        models = list(self.models) if isinstance(self.models, (list, tuple)) else None
+        if models is None or not models:
+            raise TypeError("models must be a non-empty list of the members' nn.Linear heads")
+        if len(features) != len(models) or len(targets) != len(models):
+            raise ValueError(f"features and targets need one entry per model ({len(models)}), "
+                             f"got {len(features)} and {len(targets)}")
+        self.components_ = [
+            fit_head_posterior(f, t, head, refit=refit, noise=self.noise,
+                               batch_size=self.batch_size)
+            for head, f, t in zip(models, features, targets, strict=True)]
+        self.n_components_ = len(self.components_)
+        return self
+
+    @classmethod
+    def from_components(cls, components: Sequence[LastLayerLaplace]) -> LaplaceMixture:
+        """A fitted mixture of already fitted Laplace approximations (uniform weights)."""
+        if not components:
+            raise ValueError("components is empty")
+        out = cls([c.model for c in components], noise=components[0].noise)
+        out.components_ = list(components)
+        out.n_components_ = len(out.components_)
+        return out
+
+    def predict_members(self, features: Sequence) -> GaussianMixture:
+        """The mixture predictive when each component reads its own features (see
+        :meth:`fit_members`): component k's linearised Gaussian on ``features[k]``."""
+        check_is_fitted(self, "components_")
+        if len(features) != self.n_components_:
+            raise ValueError(f"features needs one entry per component ({self.n_components_}), "
+                             f"got {len(features)}")
+        return GaussianMixture.combine([c.predict_distribution(f)
+                                        for c, f in zip(self.components_, features, strict=True)])
 
     def predict_distribution(self, X) -> GaussianMixture:
         """The mixture predictive: K linearised Gaussians per output point, uniform weights."""
