@@ -206,6 +206,17 @@ def test_score_is_negative_mse_of_rolling_windows(fitted):
     errs = []
     for start in range(0, 60 - 24 - 8 + 1):
         ctx = values[start:start + 24]
-        errs.append((ctx[:8] - values[start + 24:start + 32]) ** 2)
+        errs.append(((ctx[:8] - values[start + 24:start + 32]) / naive.y_scale_) ** 2)
     assert naive.season_length_ == 24
+    # on the standardised scale: each variable divided by its std in the fitted series
+    np.testing.assert_allclose(naive.y_scale_, y.to_numpy().std(axis=0))
     assert naive.score(test) == pytest.approx(-np.mean(errs))
+
+
+def test_score_is_on_the_standardised_scale_so_units_do_not_matter(toy_frame):
+    from mola_ts.forecast import SeasonalNaiveForecaster
+
+    y = toy_frame(120, "ab")
+    big = y.assign(b=y["b"] * 1e4 + 5.0)  # the same series in other units
+    model = SeasonalNaiveForecaster(horizon=6, season_length=12)
+    assert model.fit(y).score(y) == pytest.approx(model.fit(big).score(big))

@@ -10,7 +10,9 @@ Modules: ``base`` (what every forecaster shares), ``neural`` (the torch forecast
 Direct and DLinear), ``mola`` (MoLAForecaster), ``adapters`` (the MoLA adapter network and its
 per-segment training), ``fitting`` (scaling, validation rows, objective and batched inference
 of the torch forecasters), ``predictive`` (ensemble members and last-layer Laplace),
-``backbones`` (the torch networks), ``baselines`` (seasonal naive, ETS).
+``backbones`` (the torch networks), ``baselines`` (seasonal naive, ETS), ``segments`` (MoLA's
+per-segment history, the degenerate-segment warning and roll-out), ``frames`` (period indexes,
+layouts, the scale of ``score``, ``fh``).
 """
 
 from .adapters import SegmentAdapter, SegmentEarlyStopping
@@ -26,6 +28,7 @@ from .base import BaseForecaster
 from .baselines import ClassicalForecaster, SeasonalNaiveForecaster
 from .mola import MoLAForecaster
 from .neural import DirectForecaster, DLinearForecaster, NeuralForecaster
+from .segments import DegenerateSegmentsWarning
 
 __all__ = [
     "BACKBONES",
@@ -43,4 +46,5 @@ __all__ = [
     "SegmentEarlyStopping",
     "SeasonalNaiveForecaster",
     "ClassicalForecaster",
+    "DegenerateSegmentsWarning",
 ]

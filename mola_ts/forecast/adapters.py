@@ -19,11 +19,11 @@ from torch import nn
 from ..data import check_number
 from ..nn import AllocationPlan, LoRAMoEConfig, collect_aux, inject, lora_layers, routing
 from ..nn.routers import MASKED_LOGIT
-from ..training import unwrap_model
+from ..training import stage, unwrap_model
 from .backbones import InstanceNorm
 
-__all__ = ["SegmentAdapter", "SegmentEarlyStopping", "segment_mse", "segment_loss",
-           "segment_metrics"]
+__all__ = ["SegmentAdapter", "SegmentEarlyStopping", "SegmentStopLines", "segment_mse",
+           "segment_loss", "segment_metrics"]
 
 
 class SegmentAdapter(nn.Module):
@@ -193,6 +193,7 @@ class SegmentEarlyStopping:
         self.bad_epochs = np.zeros(k, dtype=int)
         self.stopped = np.zeros(k, dtype=bool)
         self.stop_epochs = np.full(k, -1)
+        self.initial_losses = self.best_losses.copy()
         self.best_epoch = -1
         self.best_score = float(np.mean(self.best_losses)) if initial_losses is not None \
             else None
@@ -226,6 +227,23 @@ class SegmentEarlyStopping:
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+
+
+class SegmentStopLines:
+    """A :func:`mola_ts.training.train` callback writing a stage line when a segment stops."""
+
+    def __init__(self, stopper: SegmentEarlyStopping, verbose):
+        self.stopper, self.verbose = stopper, verbose
+        self.reported = np.zeros_like(stopper.stopped)
+
+    def __call__(self, epoch: int, record: dict, model: nn.Module) -> bool:
+        new = np.flatnonzero(self.stopper.stopped & ~self.reported)
+        n = len(self.stopper.stopped)
+        for k in new:
+            stage(f"segment {k + 1}/{n} stopped after epoch {epoch + 1} (best validation MSE "
+                  f"{self.stopper.best_losses[k]:.4g})", self.verbose)
+        self.reported |= self.stopper.stopped
+        return False
 
 
 def segment_mse(out: torch.Tensor, target: torch.Tensor, n: int) -> torch.Tensor:

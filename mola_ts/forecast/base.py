@@ -31,6 +31,7 @@ from ..data import (
 )
 from ..metrics import mse
 from ..uncertainty import GaussianMixture
+from .frames import check_layout, from_periods, standard_scale, to_periods
 
 __all__ = ["BaseForecaster", "LONG_COLUMNS"]
 
@@ -81,7 +82,8 @@ def _check_time_index(index: pd.Index | None, what: str) -> None:
     raise TypeError(
         f"{what} must be a DatetimeIndex or integer time positions (forecasts are placed after "
         f"the last one), got {type(index).__name__} of dtype {index.dtype}; convert it with "
-        "pd.to_datetime or drop it with reset_index(drop=True)"
+        "pd.to_datetime (a PeriodIndex is read as it is) or drop it with "
+        "reset_index(drop=True)"
     )
 
 
@@ -132,15 +134,20 @@ class BaseForecaster(BaseEstimator):
         only their order differs) when the model was fitted on named columns (a DataFrame or
         a long frame), else by position.
         """
+        y, period = from_periods(y)
         long = _is_long(y)
         if long:
             y = to_wide(y)
+        else:
+            check_layout(y, name, LONG_COLUMNS)
         series = check_series(y, name=name, min_rows=min_rows, what_for=what_for)
         _check_time_index(series.index, f"{name}'s 'ds' column" if long else f"{name}'s index")
         if fitted:
             named = getattr(self, "feature_names_in_", None) is not None or \
                 self.input_format_ == "long"
             series = check_columns_match(series, self.columns_, name=name, by_name=named)
+        else:
+            self.period_freq_ = period
         return series, long
 
     # -- public API --------------------------------------------------------------------------
@@ -169,6 +176,7 @@ class BaseForecaster(BaseEstimator):
         if isinstance(y, pd.DataFrame) and not long:
             self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
         self.input_format_ = "long" if long else "wide"
+        self.y_mean_, self.y_scale_ = standard_scale(series.values)
         val_values = None
         if y_val is not None:
             val, _ = self._read(y_val, "y_val", min_rows=need, what_for=self._rows_reason(),
@@ -216,7 +224,8 @@ class BaseForecaster(BaseEstimator):
         check_is_fitted(self, "context_")
         window, index, n_rows = self._context_from(y_context)
         forecast = self._forecast(window[None].astype(np.float64))[0]
-        idx = future_index(index, n_rows, self.horizon)
+        idx = to_periods(future_index(index, n_rows, self.horizon),
+                         getattr(self, "period_freq_", None))
         frame = pd.DataFrame(forecast, index=idx, columns=self.columns_)
         if self.input_format_ == "long":
             return to_long(frame)
@@ -227,7 +236,8 @@ class BaseForecaster(BaseEstimator):
         check_is_fitted(self, "context_")
         window, index, n_rows = self._context_from(y_context)
         dist = _take(self._forecast_distribution(window[None].astype(np.float64)), 0)
-        return dist, future_index(index, n_rows, self.horizon)
+        return dist, to_periods(future_index(index, n_rows, self.horizon),
+                                getattr(self, "period_freq_", None))
 
     def predict_distribution(self, y_context=None) -> GaussianMixture:
         """Predictive distribution of the ``horizon`` steps after the fitted series (or context).
@@ -376,13 +386,18 @@ class BaseForecaster(BaseEstimator):
         return self._forecast(np.ascontiguousarray(x))
 
     def score(self, y) -> float:
-        """Negative MSE of the rolling-window forecasts of ``y`` (higher is better)."""
+        """Negative MSE of the rolling-window forecasts of ``y`` (higher is better), on the
+        standardised scale: every variable is divided by its std in the series given to
+        ``fit`` (``y_scale_``, after its mean ``y_mean_``), as the benchmarks report MSE, so a
+        large-valued column does not dominate a grid search."""
         check_is_fitted(self, "context_")
         ctx = self._context_length()
         series, _ = self._read(y, "y", min_rows=ctx + self.horizon, fitted=True,
                                what_for=self._rows_reason())
         _, target = sliding_windows(series.values, ctx, self.horizon)
-        return -mse(target, self.predict_windows(y))
+        forecast = self.predict_windows(y)
+        return -mse((target - self.y_mean_) / self.y_scale_,
+                    (forecast - self.y_mean_) / self.y_scale_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -48,7 +48,8 @@ def _time_index(y):
     """The time index of a wide frame, or the sorted unique ``ds`` of a long one."""
     if isinstance(y, pd.DataFrame) and "ds" in y.columns and "unique_id" in y.columns:
         return pd.DatetimeIndex(np.sort(pd.unique(pd.to_datetime(y["ds"]))))
-    return getattr(y, "index", None)
+    index = getattr(y, "index", None)
+    return index.to_timestamp() if isinstance(index, pd.PeriodIndex) else index
 
 
 class SeasonalNaiveForecaster(SaveLoadMixin, BaseForecaster):

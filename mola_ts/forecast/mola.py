@@ -23,6 +23,7 @@ early stopping are in :mod:`mola_ts.forecast.adapters`.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -33,8 +34,14 @@ from torch import nn
 
 from ..data import check_number
 from ..nn import AllocationPlan, LoRAMoEConfig, parameter_report
-from ..training import evaluate, resolve_device, seed_everything, train
-from .adapters import SegmentAdapter, SegmentEarlyStopping, segment_loss, segment_metrics
+from ..training import evaluate, resolve_device, seed_everything, stage, train
+from .adapters import (
+    SegmentAdapter,
+    SegmentEarlyStopping,
+    SegmentStopLines,
+    segment_loss,
+    segment_metrics,
+)
 from .fitting import freeze
 from .layers import (
     LAYER_ROUTERS,
@@ -46,6 +53,13 @@ from .layers import (
     strip_plan_prefix,
 )
 from .neural import DirectForecaster, NeuralForecaster
+from .segments import (
+    DegenerateSegmentsWarning,
+    degenerate_message,
+    mean_segment_history,
+    never_improved,
+    recursive_rollout,
+)
 
 __all__ = ["MoLAForecaster"]
 
@@ -122,7 +136,8 @@ class MoLAForecaster(NeuralForecaster):
     Attributes
     ----------
     foundation_ : DirectForecaster
-        The fitted foundation (reuse it for other horizons that are multiples of S).
+        The fitted foundation (reuse it for other horizons that are multiples of S). One this
+        fit trained has the user's column names and forecasts from the end of ``y``.
     layers_ : dict
         The resolved layer configuration (every key of ``layers``, defaults filled in).
     layer_plan_ : dict or None
@@ -141,7 +156,14 @@ class MoLAForecaster(NeuralForecaster):
     n_segments_ : int
         K.
     history_ : list of dict
-        Per-epoch adaptation losses (``val_loss`` is the mean over segments).
+        Per-epoch adaptation losses, both the mean over segments (scaled units):
+        ``train_loss`` over the segments still training that epoch, ``val_loss`` over all.
+    rollout_segments_ : list of int
+        Segments adaptation never improved over the foundation (a short series); their
+        forecasts come from the foundation rolled out recursively, and a
+        :class:`~mola_ts.forecast.DegenerateSegmentsWarning` said so. Usually empty.
+    seed_ : int
+        The seed drawn from ``random_state`` at fit (an int is used as it is).
     segment_val_loss_ : ndarray
         Best validation MSE of each segment (scaled units).
     foundation_seconds_, adapt_seconds_ : float
@@ -183,7 +205,7 @@ class MoLAForecaster(NeuralForecaster):
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
                  uncertainty_data: str = "train",
-                 device: str = "cpu", random_state: int | None = 0, verbose: int = 0):
+                 device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
         self.segment_length = segment_length
@@ -253,14 +275,16 @@ class MoLAForecaster(NeuralForecaster):
             backbone_params=self.backbone_params, epochs=self.foundation_epochs,
             patience=self.foundation_patience, lr=self.foundation_lr,
             batch_size=self.batch_size, lr_schedule=self.lr_schedule, scale=self.scale,
-            validation_fraction=0, device=self.device, random_state=self.random_state,
+            validation_fraction=0, device=self.device, random_state=self.seed_,
             verbose=self.verbose)
 
     def _get_foundation(self, train_values, val_values) -> tuple[DirectForecaster, float]:
         given = self.foundation
         if given is None:
+            stage("foundation: training", self.verbose)
             start = time.perf_counter()
             fnd = self._foundation_template().fit(train_values, y_val=val_values)
+            self._adopt_layout(fnd)
             return fnd, time.perf_counter() - start
         inner = getattr(given, "estimator", given)  # sklearn.frozen.FrozenEstimator
         if not isinstance(inner, DirectForecaster):
@@ -271,8 +295,10 @@ class MoLAForecaster(NeuralForecaster):
         try:
             check_is_fitted(inner, "model_")
         except NotFittedError:
+            stage("foundation: training", self.verbose)
             start = time.perf_counter()
             fnd = clone(inner).fit(train_values, y_val=val_values)
+            self._adopt_layout(fnd)
             elapsed = time.perf_counter() - start
         else:
             fnd, elapsed = inner, 0.0
@@ -288,6 +314,16 @@ class MoLAForecaster(NeuralForecaster):
                 f"{train_values.shape[1]}"
             )
         return fnd, elapsed
+
+    def _adopt_layout(self, fnd: DirectForecaster) -> None:
+        """A foundation this fit trained takes the user's columns, index and end of series
+        (it was fitted on the training rows as an array), so ``foundation_.predict()``
+        forecasts from where this model does, with the same labels."""
+        for name in ("columns_", "feature_names_in_", "input_format_", "period_freq_",
+                     "context_", "last_index_", "n_rows_", "y_mean_", "y_scale_"):
+            if hasattr(self, name):
+                setattr(fnd, name, getattr(self, name))
+        fnd.context_ = fnd.context_[-fnd.lookback:]
 
     # -- adaptation --------------------------------------------------------------------------
     def _resolved_layers(self) -> dict:
@@ -346,8 +382,7 @@ class MoLAForecaster(NeuralForecaster):
 
     def _build_module(self, member: int = 0) -> SegmentAdapter:
         network = self.foundation_.model_
-        seed = self._member_seed(member)
-        seed = None if seed is None else seed + 7
+        seed = self._member_seed(member) + 7
         return SegmentAdapter(network, self._n_segments(), self._layer_spec(network),
                               self._targets(network), adapter=self.adapter,
                               router_features=self._router_features, random_state=seed)
@@ -367,22 +402,51 @@ class MoLAForecaster(NeuralForecaster):
             spec = self._layer_spec(self.foundation_.model_)
             self.layer_plan_ = spec.to_dict() if isinstance(spec, AllocationPlan) else None
             self.search_seconds_ = 0.0
-        members, seconds = [], []
-        for k in range(self._n_members()):
+        members, seconds, stale = [], [], set()
+        n_members = self._n_members()
+        for k in range(n_members):
+            stage(f"adaptation: member {k + 1}/{n_members}, {self.n_segments_} segments",
+                  self.verbose)
             start = time.perf_counter()
             module, result, stopper, report = self._adapt(k, train_values, val_values)
             members.append(module)
             seconds.append(time.perf_counter() - start)
+            if stopper is not None:
+                stale.update(never_improved(stopper.best_losses, stopper.initial_losses))
             if k == 0:
                 self.n_trainable_parameters_ = report.trainable
                 self.n_parameters_ = report.total
-                self.history_ = result.history
+                stops = None if stopper is None else stopper.stop_epochs
+                self.history_ = mean_segment_history(result.history, stops, self.n_segments_)
                 self.segment_val_loss_ = None if stopper is None else stopper.best_losses.copy()
                 self.segment_stop_epochs_ = None if stopper is None else stopper.stop_epochs + 1
         self.model_ = members[0]
         self.members_ = members
         self.member_seconds_ = seconds
         self._set_timings()
+        self._check_degenerate(sorted(stale))
+
+    def _check_degenerate(self, stale: list[int]) -> None:
+        """Warn about segments adaptation never improved; roll the foundation out for them
+        (not possible with covariates: the warning alone)."""
+        fallback = not self._n_covariates()
+        self.rollout_segments_ = stale if fallback else []
+        if stale:
+            warnings.warn(degenerate_message(stale, self.n_segments_, fallback=fallback),
+                          DegenerateSegmentsWarning, stacklevel=6)
+
+    def _n_covariates(self) -> int:
+        return 0
+
+    def _forecast(self, windows: np.ndarray) -> np.ndarray:
+        out = super()._forecast(windows)
+        stale = getattr(self, "rollout_segments_", None)
+        if stale:
+            s = self.segment_length
+            rolled = recursive_rollout(self.foundation_._forecast, windows, max(stale) + 1)
+            for k in stale:
+                out[:, k * s:(k + 1) * s] = rolled[:, k * s:(k + 1) * s]
+        return out
 
     def _adapt(self, member: int, train_values: np.ndarray, val_values: np.ndarray | None):
         """Train ensemble member ``member``: one adapter on the frozen foundation."""
@@ -398,8 +462,9 @@ class MoLAForecaster(NeuralForecaster):
             stopper = SegmentEarlyStopping(module, self.patience, initial["segment_loss"])
         config = self._train_config(epochs=self.epochs, lr=self.lr, patience=None,
                                     random_state=seed)
+        callbacks = () if stopper is None else (SegmentStopLines(stopper, self.verbose),)
         result = train(module, train_set, segment_loss, config, val_data=val_set,
-                       val_fn=segment_metrics, stopper=stopper)
+                       val_fn=segment_metrics, stopper=stopper, callbacks=callbacks)
         module.release_segments()
         report = parameter_report(module)  # before freezing: counts the trained adapter
         return freeze(module), result, stopper, report

@@ -19,7 +19,15 @@ from torch import nn
 
 from ..data import WindowDataset, check_number
 from ..persistence import SaveLoadMixin
-from ..training import TrainConfig, preserve_global_rng, resolve_device, seed_everything, train
+from ..training import (
+    TrainConfig,
+    preserve_global_rng,
+    resolve_device,
+    resolve_seed,
+    seed_everything,
+    stage,
+    train,
+)
 from ..uncertainty.heads import laplace_state, restore_laplace
 from .backbones import make_backbone
 from .base import BaseForecaster
@@ -87,6 +95,8 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
 
     # -- training ----------------------------------------------------------------------------
     def _fit(self, values: np.ndarray, val_values: np.ndarray | None) -> None:
+        # one int seed per fit (a RandomState / Generator gives one draw and advances)
+        self.seed_ = resolve_seed(self.random_state)
         # the fit reseeds the global generators per member; the caller's streams are restored
         with preserve_global_rng():
             self._fit_seeded(values, val_values)
@@ -213,10 +223,13 @@ class DirectForecaster(NeuralForecaster):
         fitted on (post hoc, after training).
     device : str
         "cpu", "cuda" or "auto".
-    random_state : int or None
-        Seed of initialisation, shuffling and dropout.
+    random_state : int, numpy RandomState or Generator, or None
+        Seed of initialisation, shuffling and dropout. One int seed (``seed_``) is drawn from
+        it at fit, as scikit-learn does: only an int makes two fits give the same model (a
+        RandomState or Generator advances with every fit; None draws a fresh seed).
     verbose : int
-        Show a progress bar on a terminal when > 0.
+        When > 0, a stage line per phase and a progress bar of the epochs (``tqdm.auto``: a
+        widget in a notebook, text elsewhere); ``MOLA_TS_NO_PROGRESS=1`` turns them off.
 
     Attributes
     ----------
@@ -237,6 +250,8 @@ class DirectForecaster(NeuralForecaster):
         Per-epoch training and validation losses (member 0).
     columns_ : list of str
         Variable names seen in fit.
+    seed_ : int
+        The seed drawn from ``random_state`` at fit (member k uses ``seed_ + 1000 k``).
 
     Examples
     --------
@@ -260,7 +275,7 @@ class DirectForecaster(NeuralForecaster):
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
                  uncertainty_data: str = "train",
-                 device: str = "cpu", random_state: int | None = 0, verbose: int = 0):
+                 device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
         self.backbone = backbone
@@ -293,7 +308,10 @@ class DirectForecaster(NeuralForecaster):
     def _train_module(self, train_values: np.ndarray, val_values: np.ndarray | None) -> None:
         train_set, val_set = self._datasets(train_values, val_values, self.horizon)
         members, seconds = [], []
-        for k in range(self._n_members()):
+        n_members = self._n_members()
+        for k in range(n_members):
+            stage(f"{type(self).__name__}: member {k + 1}/{n_members}, horizon "
+                  f"{self.horizon}", self.verbose)
             seed = self._member_seed(k)
             seed_everything(seed)
             module = self._build_module(k)
@@ -332,7 +350,7 @@ class DLinearForecaster(DirectForecaster):
                  epochs: int = 10, patience: int | None = 3, lr: float = 1e-4,
                  batch_size: int = 32, lr_schedule: str | None = "halve", scale: bool = True,
                  validation_fraction: float | None = 0.1, device: str = "cpu",
-                 random_state: int | None = 0, verbose: int = 0):
+                 random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
         self.kernel_size = kernel_size

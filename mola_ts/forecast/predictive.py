@@ -96,10 +96,10 @@ class PredictiveMixin:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {value!r}")
         return value
 
-    def _member_seed(self, k: int) -> int | None:
-        """Seed of ensemble member ``k`` (member 0: ``random_state`` itself)."""
-        return None if self.random_state is None else \
-            int(self.random_state) + MEMBER_SEED_STRIDE * k
+    def _member_seed(self, k: int) -> int:
+        """Seed of ensemble member ``k``: ``seed_ + 1000 k`` (member 0: ``seed_``, the int the
+        fit drew from ``random_state``)."""
+        return int(self.seed_) + MEMBER_SEED_STRIDE * k
 
     def _check_uncertainty_params(self) -> None:
         self._n_members()

@@ -14,6 +14,8 @@ The rooms:
 - :mod:`~mola_ts.training.batches`: :func:`iterate_batches` and :func:`evaluate`, how data
   is read;
 - :mod:`~mola_ts.training.stopping`: :class:`EarlyStopping` and the :class:`Stopper` protocol;
+- :mod:`~mola_ts.training.progress`: :func:`stage` and the epoch bar (``tqdm.auto``; off with
+  ``MOLA_TS_NO_PROGRESS=1``);
 - :mod:`~mola_ts.training.seeding`: :func:`seed_everything`, :func:`preserve_global_rng`,
   :func:`resolve_device`;
 - :mod:`~mola_ts.training.distributed`: the rank helpers, :func:`unwrap_model` and the DDP
@@ -24,6 +26,7 @@ from .batches import evaluate, iterate_batches
 from .config import TrainConfig
 from .distributed import get_rank, get_world_size, is_distributed, is_main_process, unwrap_model
 from .loop import NonFiniteLossError, TrainResult, train
+from .progress import progress_enabled, stage
 from .seeding import preserve_global_rng, resolve_device, resolve_seed, seed_everything
 from .stopping import EarlyStopping, Stopper
 
@@ -37,6 +40,8 @@ __all__ = [
     "EarlyStopping",
     "resolve_seed",
     "Stopper",
+    "progress_enabled",
+    "stage",
     "seed_everything",
     "preserve_global_rng",
     "resolve_device",

@@ -11,8 +11,6 @@ runs distributed (:mod:`~mola_ts.training.distributed`) live next door.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from torch import nn
 from .batches import Batch, LossFn, MetricsFn, evaluate, iterate_batches, n_items
 from .config import TrainConfig, as_config
 from .distributed import Replicas, start_replicas
+from .progress import epoch_bar
 from .seeding import resolve_device, seed_everything
 from .stopping import EarlyStopping, Stopper
 
@@ -181,8 +180,7 @@ class _EpochLoop:
         self.scheduler = config.make_scheduler(self.optimizer)
         main = replicas is None or replicas.rank == 0
         self.checkpoint_path = config.checkpoint_path if main else None
-        self.show_progress = main and bool(config.verbose) and sys.stderr.isatty() and \
-            not os.environ.get("MOLA_TS_NO_PROGRESS")
+        self.verbose = config.verbose if main else 0
         self.net: nn.Module = model
         self.batch_size = config.batch_size
         if replicas is not None:
@@ -194,11 +192,7 @@ class _EpochLoop:
         """All epochs, until the last or a stop."""
         epochs = self.config.epochs
         result = TrainResult()
-        bar = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, desc="training", unit="epoch", leave=False)
+        bar = epoch_bar(epochs, self.verbose)
         try:
             for epoch in range(epochs):
                 record: dict[str, Any] = {"epoch": epoch + 1,
