@@ -159,3 +159,39 @@ def test_defaults_are_the_papers():
     assert LAYER_DEFAULTS["router"] == "segment" and LAYER_DEFAULTS["plan"] == "uniform"
     assert (LAYER_DEFAULTS["n_experts"], LAYER_DEFAULTS["rank"]) == (6, 8)
     assert check_layers({"n_experts": 6}, params={"n_experts": 6})["n_experts"] == 6
+
+
+def test_the_frozen_foundation_runs_without_dropout_while_adapting(series, foundation):
+    model = _model(foundation, {"shared_A": True, "dropconnect": 0.1}).fit(series)
+    module = model.model_.train()
+    dropouts = [m for m in module.network.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and not any(m.training for m in dropouts)
+    assert all(layer.training for layer in lora_layers(module.network).values())
+    x = torch.as_tensor(series[:12], dtype=torch.float32)[None]
+    with torch.no_grad():  # the frozen path is deterministic; only DropConnect draws
+        module.eval()
+        first = module(x)
+        torch.testing.assert_close(module(x), first)
+
+
+def test_segments_per_step_trains_drawn_segments(series, foundation, monkeypatch):
+    from mola_ts.forecast import adapters
+
+    seen = []
+    original = adapters.SegmentAdapter.forward
+
+    def spy(self, x, segments=None):
+        seen.append(None if segments is None else len(segments))
+        return original(self, x, segments)
+
+    monkeypatch.setattr(adapters.SegmentAdapter, "forward", spy)
+    model = MoLAForecaster(lookback=12, horizon=16, segment_length=4, foundation=None,
+                           backbone_params=TWO_BLOCKS, n_experts=2, rank=2, epochs=1,
+                           foundation_epochs=1, batch_size=16, segments_per_step=2)
+    model.fit(series)
+    assert 2 in seen and max(n for n in seen if n is not None) == 2  # training: 2 of K = 4
+    assert None in seen  # validation: every segment
+    again = clone(model).fit(series)
+    np.testing.assert_array_equal(np.asarray(again.predict()), np.asarray(model.predict()))
+    with pytest.raises(ValueError, match="segments_per_step"):
+        clone(model).set_params(segments_per_step=0).fit(series)

@@ -2,15 +2,22 @@
 
 For every dataset: the LTSF split (train / val / test borders, StandardScaler fitted on the train
 rows, metrics on the scaled data), lookback 96 (ILI: 36), every test window. One MoLA foundation
-per dataset (trained once, ``segment_length`` S steps ahead) is adapted to every horizon (a
-multiple of S); the baselines are trained per horizon. Writes ``DIR/results.csv`` (dataset,
-horizon, model, mse, mae, train_seconds, trainable_params, total_params) and ``DIR/results.md``
-(our numbers beside the published ones of spec §4), and prints both.
+per dataset and seed (trained once, ``segment_length`` S steps ahead) is adapted to every
+horizon (a multiple of S); the baselines are trained per horizon. Writes ``DIR/results.csv``
+(dataset, horizon, model, mse, mae, train_seconds, trainable_params, total_params,
+train_cpu_seconds, val_mse, seed), row by row, and ``DIR/results.md`` (the tables of
+:mod:`mola_ts.bench.forecast_report`), and prints both.
 
 Models: ``mola`` (iTransformer foundation + MoLA, the paper), ``direct`` (the same iTransformer
 with one multi-output head; the iTransformer authors' sizes and learning rate), ``dlinear``,
-``naive`` (seasonal naive) and ``classical`` (statsmodels ETS; only for short series). Optional:
-``mola-lora`` (independent LoRA per segment), ``mola-ldmole`` (dynamic routing).
+``naive`` (seasonal naive), ``last`` (the last value repeated) and ``classical`` (statsmodels
+ETS; only for short series). ``--options`` adds MoLA with one layer option each
+(``mola-OPTION``, :data:`OPTIONS`). ``--seeds N`` runs every neural model (and the
+foundation) with seeds ``seed .. seed + N - 1``; the deterministic baselines run once.
+
+Resuming: rows already in ``DIR/results.csv`` (same dataset, horizon, model and seed) are not
+recomputed, and each foundation is saved beside it (``foundation-DATASET-sSEED.mola``) and
+reused, so a long run can be stopped and started again over several sittings.
 """
 
 from __future__ import annotations
@@ -26,33 +33,28 @@ import numpy as np
 import pandas as pd
 
 from ..training import is_distributed, is_main_process
+from .forecast_report import PUBLISHED, results_markdown
 
-__all__ = ["add_arguments", "run", "PUBLISHED", "DatasetPlan", "plan_for", "run_benchmark",
-           "BenchSettings"]
+__all__ = ["add_arguments", "run", "PUBLISHED", "OPTIONS", "DatasetPlan", "plan_for",
+           "run_benchmark", "results_markdown", "BenchSettings"]
 
-# Spec §4: mean of the four horizons, lookback 96 (MSE, MAE).
-PUBLISHED: dict[str, dict[str, tuple[float, float]]] = {
-    "ETTh1": {"iTransformer": (0.454, 0.447), "PatchTST": (0.469, 0.454),
-              "DLinear": (0.456, 0.452), "TimeMixer": (0.447, 0.440)},
-    "ETTh2": {"iTransformer": (0.383, 0.407), "PatchTST": (0.387, 0.407),
-              "DLinear": (0.559, 0.515), "TimeMixer": (0.364, 0.395)},
-    "ETTm1": {"iTransformer": (0.407, 0.410), "PatchTST": (0.387, 0.400),
-              "DLinear": (0.403, 0.407), "TimeMixer": (0.381, 0.395)},
-    "Weather": {"iTransformer": (0.258, 0.278), "PatchTST": (0.259, 0.281),
-                "DLinear": (0.265, 0.317), "TimeMixer": (0.240, 0.271)},
-    "Exchange": {"iTransformer": (0.360, 0.403), "PatchTST": (0.367, 0.404),
-                 "DLinear": (0.354, 0.414)},
+OPTIONS: dict[str, dict] = {
+    "lora": {"adapter": "lora"},
+    "topk": {"layers": {"router": "topk"}},
+    "ldmole": {"layers": {"router": "ldmole"}},
+    "mola2468": {"layers": {"plan": "mola2468"}},
+    "mola8642": {"layers": {"plan": "mola8642"}},
+    "hilo": {"layers": {"plan": "hilo"}},
+    "guilomo": {"layers": {"plan": "guilomo"}},
+    "mosld": {"layers": {"shared_A": True, "dropconnect": 0.1}},
+    "sample2": {"segments_per_step": 2},
 }
-# Spec §4: iTransformer per horizon.
-PUBLISHED_ITRANSFORMER: dict[str, dict[int, tuple[float, float]]] = {
-    "ETTh1": {96: (0.386, 0.405), 192: (0.441, 0.436), 336: (0.487, 0.458),
-              720: (0.503, 0.491)},
-    "ETTh2": {96: (0.297, 0.349), 192: (0.380, 0.400), 336: (0.428, 0.432),
-              720: (0.427, 0.445)},
-}
+"""MoLA variants of ``--options``: the MoLAForecaster parameters of model ``mola-NAME``."""
 
-MODELS = ("mola", "direct", "dlinear", "naive", "classical", "mola-lora", "mola-ldmole")
-DEFAULT_MODELS = ("mola", "direct", "dlinear", "naive", "classical")
+MODELS = ("mola", "direct", "dlinear", "naive", "last", "classical",
+          *(f"mola-{name}" for name in OPTIONS))
+DEFAULT_MODELS = ("mola", "direct", "dlinear", "naive", "last", "classical")
+DETERMINISTIC = ("naive", "last", "classical")  # run once, whatever the number of seeds
 SHORT_SERIES = 2000  # the classical model runs on datasets with fewer rows than this
 
 
@@ -100,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="horizons for every dataset (default: each dataset's standard four)")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS,
                         help="models to run (default: %(default)s)")
+    parser.add_argument("--options", nargs="+", default=[], choices=[*OPTIONS, "all"],
+                        help="MoLA layer options to run beside the models, each as model "
+                             "mola-OPTION ('all': every one)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run every neural model with this many seeds (seed, seed + 1, "
+                             "...); the tables show mean ± std (default: 1)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: render DIR/results.md from DIR/results.csv")
     parser.add_argument("--segment-length", type=int, default=None,
                         help="MoLA segment S (default: gcd of the horizons)")
     parser.add_argument("--out", default="runs/forecast", help="output folder")
@@ -156,8 +166,9 @@ def _score_row(task: dict, model_name: str, horizon: int, model, seconds: float,
     row = {"dataset": task["dataset"], "horizon": horizon, "model": model_name,
            "mse": m_se, "mae": m_ae, "train_seconds": seconds,
            "trainable_params": trainable, "total_params": total,
-           "train_cpu_seconds": cpu, "val_mse": _val_mse(model)}
-    line = (f"  {task['dataset']:<6} H={horizon:<4} {model_name:<16} mse {m_se:.4f} mae "
+           "train_cpu_seconds": cpu, "val_mse": _val_mse(model), "seed": task["seed"]}
+    line = (f"  {task['dataset']:<6} H={horizon:<4} {model_name:<16} s{task['seed']} "
+            f"mse {m_se:.4f} mae "
             f"{m_ae:.4f}  train {seconds:7.1f}s wall {cpu:7.1f}s cpu  "
             f"params {trainable}/{total}")
     return row, line
@@ -175,10 +186,10 @@ def _fit_and_score(task: dict) -> tuple[dict, str]:
     from mola_ts.forecast.baselines import infer_season_length
 
     model_name, h, plan = task["model_name"], task["horizon"], task["plan"]
-    lookback, common, epochs = task["lookback"], task["common"], task["epochs"]
+    lookback, epochs = task["lookback"], task["epochs"]
+    common = {**task["common"], "random_state": task["seed"]}
     if model_name.startswith("mola"):
-        variant = {"mola": {}, "mola-lora": {"adapter": "lora"},
-                   "mola-ldmole": {"router": "ldmole"}}[model_name]
+        variant = OPTIONS[model_name[len("mola-"):]] if model_name != "mola" else {}
         model = MoLAForecaster(lookback, h, segment_length=task["segment_length"],
                                foundation=task["foundation"], epochs=epochs, patience=3,
                                lr=plan.adapt_lr, **variant, **common)
@@ -191,6 +202,8 @@ def _fit_and_score(task: dict) -> tuple[dict, str]:
                                   lr=plan.dlinear_lr, **common)
     elif model_name == "naive":
         model = SeasonalNaiveForecaster(h)
+    elif model_name == "last":
+        model = SeasonalNaiveForecaster(h, season_length=1)
     else:
         # ETS reads three seasons of history (ILI: 156 weeks; the protocol's 36 rows cannot
         # hold one season), seasonal, no trend
@@ -198,7 +211,7 @@ def _fit_and_score(task: dict) -> tuple[dict, str]:
         model = ClassicalForecaster(h, lookback=max(lookback, 3 * season), trend=False)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    if model_name in ("naive", "classical"):
+    if model_name in DETERMINISTIC:
         model.fit(task["train"])
     else:
         model.fit(task["train"], y_val=task["val"])
@@ -236,6 +249,89 @@ class BenchSettings:
     foundation_epochs: int = 5
     foundation_patience: int = 2
     jobs: int = 1
+    seeds: int = 1
+
+
+class _Results:
+    """The rows of ``DIR/results.csv``: those of earlier sittings and this run's, written
+    after every new row (rank 0 only) so that a stopped run loses at most the row in work."""
+
+    def __init__(self, out: Path, log) -> None:
+        self.path = out / "results.csv"
+        self.log = log
+        self.rows: list[dict] = []
+        if self.path.exists():
+            old = pd.read_csv(self.path)
+            if "seed" not in old.columns:  # rows of a run before seeds were recorded
+                old["seed"] = np.nan
+            self.rows = old.to_dict("records")
+        self.done = {self.key(r) for r in self.rows}
+
+    @staticmethod
+    def key(row: dict) -> tuple:
+        seed = row.get("seed")
+        seed = None if seed is None or seed != seed else int(seed)
+        return row["dataset"], int(row["horizon"]), row["model"], seed
+
+    def has(self, dataset: str, horizon: int, model: str, seed: int) -> bool:
+        return (dataset, horizon, model, seed) in self.done
+
+    def add(self, row: dict, line: str) -> None:
+        self.rows.append(row)
+        self.done.add(self.key(row))
+        self.log(line, flush=True)
+        if is_main_process():
+            self.frame().to_csv(self.path, index=False)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def _foundation(base: dict, split, plan: DatasetPlan, settings: BenchSettings, seed: int,
+                results: _Results, out: Path):
+    """The MoLA foundation of one dataset and seed: loaded when an earlier sitting saved it,
+    else trained, saved and recorded (its own row, scored at S)."""
+    from mola_ts.forecast import DirectForecaster
+
+    path = out / f"foundation-{base['dataset']}-s{seed}.mola"
+    if path.exists():
+        return DirectForecaster.load(path)
+    sizes = base["tiny"] if settings.quick else plan.foundation
+    foundation = DirectForecaster(
+        base["lookback"], base["segment_length"], backbone_params=sizes,
+        epochs=1 if settings.quick else settings.foundation_epochs,
+        patience=settings.foundation_patience,
+        lr=settings.foundation_lr or plan.foundation_lr, **base["common"], random_state=seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    foundation.fit(split.train, y_val=split.val)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if is_main_process():
+        foundation.save(path)
+    if not results.has(base["dataset"], base["segment_length"], "mola-foundation", seed):
+        results.add(*_score_row({**base, "seed": seed}, "mola-foundation",
+                                base["segment_length"], foundation, seconds, cpu))
+    return foundation
+
+
+def _run_tasks(tasks: list[dict], jobs: int, results: _Results) -> None:
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawned workers, one torch thread each; the costliest tasks are submitted first
+        # (longest-processing-time order keeps the workers busy to the end); the rows are
+        # recorded in task order
+        cost = {"direct": 1.0, "dlinear": 0.1, "classical": 0.05, "naive": 0.0, "last": 0.0}
+        order = sorted(range(len(tasks)), key=lambda i: -cost.get(tasks[i]["model_name"], 1.0)
+                       * tasks[i]["horizon"])
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init) as pool:
+            futures = {i: pool.submit(_fit_and_score, tasks[i]) for i in order}
+            for i in range(len(tasks)):
+                results.add(*futures[i].result())
+    else:
+        for task in tasks:
+            results.add(*_fit_and_score(task))
 
 
 def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | os.PathLike,
@@ -244,174 +340,75 @@ def run_benchmark(datasets, horizons=None, models=DEFAULT_MODELS, *, out: str | 
     """Run the benchmark, write ``results.csv`` and ``results.md`` under ``out``; return rows.
 
     ``settings`` (a :class:`BenchSettings`) or its fields as keywords (``quick=True``,
-    ``jobs=2``, ...) say how. ``jobs > 1`` fits the (model, horizon) pairs of a dataset in that
-    many spawned worker processes (one torch thread each) once its MoLA foundation is trained;
-    the rows are the same as a serial run's (every model is seeded), only the wall time changes.
+    ``jobs=2``, ``seeds=3``, ...) say how. ``jobs > 1`` fits the (model, horizon) pairs of a
+    dataset and seed in that many spawned worker processes (one torch thread each) once its
+    MoLA foundation is trained; the rows are the same as a serial run's (every model is
+    seeded), only the wall time changes. Rows already in ``out/results.csv`` are kept and not
+    recomputed; the returned frame holds them and the new ones.
     """
     try:
         settings = replace(settings or BenchSettings(), **overrides)
     except TypeError as exc:
         raise TypeError(f"run_benchmark: {exc} (the settings are the fields of "
                         "BenchSettings)") from None
-    quick, seed, segment_length = settings.quick, settings.seed, settings.segment_length
-    device, data_home, jobs = settings.device, settings.data_home, settings.jobs
-    foundation_lr = settings.foundation_lr
-    foundation_epochs, foundation_patience = (settings.foundation_epochs,
-                                              settings.foundation_patience)
+    jobs, quick = settings.jobs, settings.quick
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    seeds_n = settings.seeds
+    if not isinstance(seeds_n, int) or isinstance(seeds_n, bool) or seeds_n < 1:
+        raise ValueError(f"seeds must be an int >= 1, got {seeds_n!r}")
     if jobs > 1 and is_distributed():
         raise ValueError("jobs > 1 cannot be combined with torchrun (every rank would spawn "
                          "its own workers); use one or the other")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; the models are {list(MODELS)}")
     from mola_ts.data import get_dataset_info, ltsf_split
-    from mola_ts.forecast import DirectForecaster
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    results = _Results(out, log)
+    seeds = [settings.seed + i for i in range(seeds_n)]
     durations: dict[str, float] = {}
-    bench_start = time.perf_counter()
     for name in datasets:
         info = get_dataset_info(name)
-        split = ltsf_split(name, data_home=data_home)
+        split = ltsf_split(name, data_home=settings.data_home)
         lookback = split.lookback
         hs = list(horizons or info.horizons)
         if quick:
             hs = hs[:2]
         plan = plan_for(info.name, hs)
-        seg = segment_length or plan.segment_length
+        seg = settings.segment_length or plan.segment_length
         bad = [h for h in hs if h % seg]
         if bad and any(m.startswith("mola") for m in models):
             raise ValueError(f"horizons {bad} are not multiples of segment length {seg}")
-        epochs = 1 if quick else 10
-        f_epochs = 1 if quick else foundation_epochs
-        tiny = {"d_model": 32, "d_ff": 32, "n_heads": 4}
         frame = pd.concat([split.train, split.val.iloc[lookback:], split.test.iloc[lookback:]])
-        target_start = len(split.train) + len(split.val) - lookback
-        target_end = len(frame)
-        common = {"scale": False, "device": device, "random_state": seed, "batch_size": 32}
         t_start = time.perf_counter()
         log(f"== {info.name}: {len(frame)} rows used, lookback {lookback}, horizons {hs}, "
-            f"segment {seg}", flush=True)
-
-        def record(row: dict, line: str) -> None:
-            rows.append(row)
-            log(line, flush=True)
-
+            f"segment {seg}, seeds {seeds}", flush=True)
         base = {"dataset": info.name, "lookback": lookback, "segment_length": seg,
-                "frame": frame, "target_start": target_start, "target_end": target_end,
-                "common": common}
-        foundation = None
-        if any(m.startswith("mola") for m in models):
-            foundation = DirectForecaster(
-                lookback, seg, backbone_params=tiny if quick else plan.foundation,
-                epochs=f_epochs, patience=foundation_patience,
-                lr=foundation_lr or plan.foundation_lr, **common)
-            t0 = time.perf_counter()
-            c0 = time.process_time()
-            foundation.fit(split.train, y_val=split.val)
-            record(*_score_row(base, "mola-foundation", seg, foundation,
-                               time.perf_counter() - t0, time.process_time() - c0))
-        tasks = []
-        for h in hs:
-            for model_name in models:
-                if model_name == "classical" and len(frame) >= SHORT_SERIES:
-                    continue
-                tasks.append({**base, "model_name": model_name, "horizon": h,
-                              "foundation": foundation if model_name.startswith("mola")
-                              else None,
-                              "epochs": epochs, "plan": plan, "quick": quick, "tiny": tiny,
-                              "train": split.train, "val": split.val})
-        if jobs > 1 and len(tasks) > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawned workers, one torch thread each; the costliest tasks are submitted first
-            # (longest-processing-time order keeps the workers busy to the end); the rows are
-            # recorded in task order
-            cost = {"mola": 1.0, "mola-lora": 1.0, "mola-ldmole": 1.2, "direct": 1.0,
-                    "dlinear": 0.1, "classical": 0.05, "naive": 0.0}
-            order = sorted(range(len(tasks)), key=lambda i: -cost[tasks[i]["model_name"]]
-                           * tasks[i]["horizon"])
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init) as pool:
-                futures = {i: pool.submit(_fit_and_score, tasks[i]) for i in order}
-                for i in range(len(tasks)):
-                    record(*futures[i].result())
-        else:
-            for task in tasks:
-                record(*_fit_and_score(task))
+                "frame": frame, "target_start": len(split.train) + len(split.val) - lookback,
+                "target_end": len(frame), "tiny": {"d_model": 32, "d_ff": 32, "n_heads": 4},
+                "common": {"scale": False, "device": settings.device, "batch_size": 32}}
+        for seed in seeds:
+            todo = [(h, m) for h in hs for m in models
+                    if not (m == "classical" and len(frame) >= SHORT_SERIES)
+                    and not (m in DETERMINISTIC and seed != seeds[0])
+                    and not results.has(info.name, h, m, seed)]
+            foundation = None
+            if any(m.startswith("mola") for _, m in todo):
+                foundation = _foundation(base, split, plan, settings, seed, results, out)
+            tasks = [{**base, "model_name": m, "horizon": h, "seed": seed, "plan": plan,
+                      "foundation": foundation if m.startswith("mola") else None,
+                      "epochs": 1 if quick else 10, "quick": quick, "train": split.train,
+                      "val": split.val} for h, m in todo]
+            _run_tasks(tasks, jobs, results)
         durations[info.name] = time.perf_counter() - t_start
         log(f"== {info.name} done in {durations[info.name]:.1f}s wall", flush=True)
-    results = pd.DataFrame(rows)
+    table = results.frame()
     if is_main_process():  # every rank has the same results under torchrun; rank 0 writes
-        results.to_csv(out / "results.csv", index=False)
-        markdown = results_markdown(results, durations)
-        markdown += f"\nTotal wall time: {time.perf_counter() - bench_start:.1f}s\n"
-        (out / "results.md").write_text(markdown)
-    return results
-
-
-def results_markdown(results: pd.DataFrame, durations: dict[str, float] | None = None) -> str:
-    """Per dataset: MSE / MAE per horizon and model, the mean of the horizons, the published
-    means (spec §4) and the adaptation time of MoLA against training the direct model."""
-    lines = []
-    durations = durations or {}
-    for name, part in results.groupby("dataset", sort=False):
-        part = part[part["model"] != "mola-foundation"]
-        models = list(dict.fromkeys(part["model"]))
-        horizons = sorted(part["horizon"].unique())
-        pub_h = PUBLISHED_ITRANSFORMER.get(name, {})
-        header = ["H"] + models + (["iTransformer (published)"] if pub_h else [])
-        lines += [f"### {name} (MSE / MAE, scaled data, every test window)", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for h in horizons:
-            cells = [str(h)]
-            for m in models:
-                r = part[(part["horizon"] == h) & (part["model"] == m)]
-                cells.append("-" if r.empty else f"{r.mse.iloc[0]:.3f} / {r.mae.iloc[0]:.3f}")
-            if pub_h:
-                p = pub_h.get(h)
-                cells.append("-" if p is None else f"{p[0]:.3f} / {p[1]:.3f}")
-            lines.append("| " + " | ".join(cells) + " |")
-        means = part.groupby("model")[["mse", "mae"]].mean()
-        cells = ["mean"]
-        for m in models:
-            n = (part["model"] == m).sum()
-            cells.append(f"**{means.loc[m, 'mse']:.3f}** / {means.loc[m, 'mae']:.3f}"
-                         if n == len(horizons) else "-")
-        if pub_h:
-            vals = np.array(list(pub_h.values()))
-            cells.append(f"{vals[:, 0].mean():.3f} / {vals[:, 1].mean():.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        pub = PUBLISHED.get(name)
-        if pub:
-            lines.append("Published means (lookback 96, spec §4): " + ", ".join(
-                f"{k} {v[0]:.3f} / {v[1]:.3f}" for k, v in pub.items()))
-            lines.append("")
-        if {"mola", "direct"} <= set(models):
-            lines += ["| H | MoLA adaptation s | Direct training s | MoLA trainable | "
-                      "Direct trainable |", "|---|---|---|---|---|"]
-            for h in horizons:
-                a = part[(part["horizon"] == h) & (part["model"] == "mola")]
-                d = part[(part["horizon"] == h) & (part["model"] == "direct")]
-                if a.empty or d.empty:
-                    continue
-                lines.append(f"| {h} | {a.train_seconds.iloc[0]:.1f} | "
-                             f"{d.train_seconds.iloc[0]:.1f} | {a.trainable_params.iloc[0]} | "
-                             f"{d.trainable_params.iloc[0]} |")
-            found = results[(results["dataset"] == name) &
-                            (results["model"] == "mola-foundation")]
-            if not found.empty:
-                lines.append(f"\nMoLA foundation (S = {found.horizon.iloc[0]}): trained once in "
-                             f"{found.train_seconds.iloc[0]:.1f}s, test MSE at S "
-                             f"{found.mse.iloc[0]:.3f}.")
-            lines.append("")
-        if name in durations:
-            lines += [f"{name}: whole benchmark (every model and horizon, evaluation included) "
-                      f"{durations[name]:.1f}s wall.", ""]
-    return "\n".join(lines) + "\n"
+        (out / "results.md").write_text(results_markdown(table, durations, published=not quick))
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
@@ -420,13 +417,24 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("MOLA_TS_NO_PROGRESS", "1")
-    run_benchmark(args.datasets, args.horizons, args.models, out=args.out, quick=args.quick,
-                  seed=args.seed, segment_length=args.segment_length, device=args.device,
-                  data_home=args.data_home, foundation_lr=args.foundation_lr,
-                  foundation_epochs=args.foundation_epochs,
-                  foundation_patience=args.foundation_patience, jobs=args.jobs)
+    out = Path(args.out)
+    if args.report:
+        if not (out / "results.csv").exists():
+            raise FileNotFoundError(f"--report renders {out / 'results.csv'}, which does not "
+                                    "exist")
+        table = pd.read_csv(out / "results.csv")
+        (out / "results.md").write_text(results_markdown(table, published=not args.quick))
+    else:
+        options = list(OPTIONS) if "all" in args.options else args.options
+        models = list(dict.fromkeys([*args.models, *(f"mola-{o}" for o in options)]))
+        run_benchmark(args.datasets, args.horizons, models, out=out, quick=args.quick,
+                      seed=args.seed, segment_length=args.segment_length, device=args.device,
+                      data_home=args.data_home, foundation_lr=args.foundation_lr,
+                      foundation_epochs=args.foundation_epochs,
+                      foundation_patience=args.foundation_patience, jobs=args.jobs,
+                      seeds=args.seeds)
     if is_main_process():
         print()
-        print((Path(args.out) / "results.md").read_text())
-        print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'results.md'}")
+        print((out / "results.md").read_text())
+        print(f"wrote {out / 'results.csv'} and {out / 'results.md'}")
     return 0

@@ -47,22 +47,29 @@ class SegmentAdapter(nn.Module):
         (the routing input is their concatenation, ``2 * router_features`` wide).
     random_state : int, optional
         Seed of the adapter initialisation.
+    segments_per_step : int, optional
+        Training draws this many of the active segments at random for every step (one
+        stacked forward of that many copies instead of all K); None: every active segment.
 
     Notes
     -----
+    The frozen foundation always runs as at inference (eval mode: no dropout), in training
+    too; only the adapters' own dropout and DropConnect follow ``train()``. So the frozen
+    computation is deterministic and costs no random draws.
+
     When the backbone exposes ``forward_prefix`` / ``forward_suffix`` and no adapted module
     lies in its ``PREFIX_MODULES`` (the iTransformer and patch backbones with the default
     feed-forward targets), the frozen prefix (normalisation, embedding, first attention block)
     runs once per window and only its output is stacked K times: the same result as stacking
-    the window (in eval mode), at a lower cost. In training the K copies then share the
-    prefix's dropout mask.
+    the window, at a lower cost.
     """
 
     def __init__(self, foundation: nn.Module, n_segments: int, config: LoRAMoEConfig,
                  target_modules, *, adapter: str = "mola", router_features: int = 16,
-                 random_state: int | None = None):
+                 random_state: int | None = None, segments_per_step: int | None = None):
         super().__init__()
         self.n_segments = int(n_segments)
+        self.segments_per_step = segments_per_step
         self.adapter = adapter
         self.network = copy.deepcopy(foundation)
         self.network.eval()
@@ -95,6 +102,24 @@ class SegmentAdapter(nn.Module):
         self.register_buffer("active", torch.ones(self.n_segments, dtype=torch.bool),
                              persistent=False)
         self._frozen: list[tuple[torch.Tensor, int, int, int, torch.Tensor]] = []
+
+    def train(self, mode: bool = True) -> SegmentAdapter:
+        """Train mode for the adapters only: the frozen foundation stays in eval mode."""
+        super().train(mode)
+        self.network.eval()
+        for layer in lora_layers(self.network).values():
+            layer.train(mode)
+        return self
+
+    def training_segments(self) -> torch.Tensor:
+        """The segments of the next training step: the active ones, or ``segments_per_step``
+        of them drawn at random (torch's global generator, seeded by the fit)."""
+        active = self.active_segments()
+        m = self.segments_per_step
+        if m is None or len(active) <= m:
+            return active
+        pick = torch.randperm(len(active))[:m]
+        return active[pick.to(active.device)].sort().values
 
     # -- per-segment freezing ----------------------------------------------------------------
     def _segment_slices(self, k: int):
@@ -254,19 +279,23 @@ def segment_mse(out: torch.Tensor, target: torch.Tensor, n: int) -> torch.Tensor
 
 
 def segment_loss(model: nn.Module, batch) -> torch.Tensor:
-    """Training objective of an adapter: the summed MSE of its active segments, plus the
-    routers' auxiliary losses with LD-MoLE routing.
+    """Training objective of an adapter: the summed MSE of its active segments (or of the
+    ``segments_per_step`` drawn among them, scaled to all), plus the routers' auxiliary losses
+    with dynamic routing.
 
     ``model`` is the :class:`SegmentAdapter`, or its DDP wrapper under torchrun (the forward
     goes through the wrapper).
     """
     adapter: SegmentAdapter = unwrap_model(model)
     x, y = batch
-    segments = adapter.active_segments()
+    active = len(adapter.active_segments())
+    segments = adapter.training_segments()
     k, n = adapter.n_segments, len(segments)
     out = model(x, segments.to(x.device))
-    target = y.reshape(y.shape[0], k, -1, y.shape[2])[:, segments].reshape(out.shape)
-    loss = segment_mse(out, target, n).sum()
+    target = y.reshape(y.shape[0], k, -1, y.shape[2])[:, segments.to(y.device)].reshape(
+        out.shape)
+    # drawn segments stand for every active one: the sum over them, scaled up to all
+    loss = segment_mse(out, target, n).sum() * (active / n)
     if adapter.dynamic:
         loss = loss + collect_aux(adapter.network).loss
     return loss

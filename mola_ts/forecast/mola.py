@@ -114,6 +114,11 @@ class MoLAForecaster(NeuralForecaster):
         Adam, at most 5 epochs, patience 2, lr 5e-4 in the reference.
     epochs, patience, lr : adaptation training
         At most 10 epochs, per-segment patience 3, lr 1e-3 in the reference.
+    segments_per_step : int, optional
+        Adaptation cost: every training step trains this many of the active segments, drawn
+        at random (one stacked forward of that many copies of the frozen network instead of
+        K), the loss scaled to stand for all of them; validation and early stopping still
+        see every segment. None (default): every segment at every step, as in the paper.
     batch_size, lr_schedule, scale, validation_fraction, device, random_state, verbose :
         As in :class:`~mola_ts.forecast.DirectForecaster` (shared by both stages).
     n_ensemble : int
@@ -201,7 +206,8 @@ class MoLAForecaster(NeuralForecaster):
                  foundation=None,
                  foundation_epochs: int = 5, foundation_patience: int | None = 2,
                  foundation_lr: float = 5e-4, epochs: int = 10, patience: int = 3,
-                 lr: float = 1e-3, batch_size: int = 32, lr_schedule: str | None = "halve",
+                 lr: float = 1e-3, segments_per_step: int | None = None,
+                 batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
                  uncertainty_data: str = "train",
@@ -226,6 +232,7 @@ class MoLAForecaster(NeuralForecaster):
         self.epochs = epochs
         self.patience = patience
         self.lr = lr
+        self.segments_per_step = segments_per_step
         self.batch_size = batch_size
         self.lr_schedule = lr_schedule
         self.scale = scale
@@ -262,6 +269,8 @@ class MoLAForecaster(NeuralForecaster):
         check_number(self.n_experts, "n_experts", min_val=1)
         check_number(self.rank, "rank", min_val=1)
         self._resolved_layers()
+        if self.segments_per_step is not None:
+            check_number(self.segments_per_step, "segments_per_step", min_val=1)
         check_number(self.foundation_epochs, "foundation_epochs", min_val=1)
 
     def _min_fit_rows(self) -> int:
@@ -385,7 +394,8 @@ class MoLAForecaster(NeuralForecaster):
         seed = self._member_seed(member) + 7
         return SegmentAdapter(network, self._n_segments(), self._layer_spec(network),
                               self._targets(network), adapter=self.adapter,
-                              router_features=self._router_features, random_state=seed)
+                              router_features=self._router_features, random_state=seed,
+                              segments_per_step=self.segments_per_step)
 
     def _train_module(self, train_values: np.ndarray, val_values: np.ndarray | None) -> None:
         self.foundation_, self.foundation_seconds_ = self._get_foundation(train_values,
