@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -51,7 +52,8 @@ from ..nn import (
 )
 
 __all__ = ["LAYER_DEFAULTS", "LAYER_ROUTERS", "check_layers", "plan_kind", "layer_config",
-           "layer_plan", "search_batches", "strip_plan_prefix", "search_plan"]
+           "layer_plan", "search_batches", "strip_plan_prefix", "search_plan",
+           "search_segment_plan"]
 
 #: Routers of the forecaster's layers.
 LAYER_ROUTERS = ("segment", "topk", "ldmole")
@@ -238,3 +240,25 @@ def search_plan(module: torch.nn.Module, batches, loss_fn, *, config: LoRAMoECon
     result = guilomo_search(module, batches, loss_fn, n_steps=n_steps, config=config,
                             random_state=seed)
     return result.plan
+
+
+def search_segment_plan(forecaster, train_values) -> AllocationPlan:
+    """The GuiLoMo plan of a :class:`~mola_ts.forecast.MoLAForecaster` being fitted: the search
+    runs on its frozen foundation adapted with search layers (``gsv=True``), over batches of
+    its training windows, seeded by its first member's seed; layer names as in the network."""
+    from ..training import seed_everything
+    from .adapters import SegmentAdapter, segment_loss
+
+    network = forecaster.foundation_.model_
+    seed = forecaster._member_seed(0)
+    seed_everything(seed)
+    config = forecaster._lora_config()
+    module = SegmentAdapter(network, forecaster._n_segments(), replace(config, gsv=True),
+                            forecaster._targets(network), adapter=forecaster.adapter,
+                            router_features=forecaster._router_features,
+                            random_state=None if seed is None else seed + 7)
+    train_set, _ = forecaster._datasets(train_values, None, forecaster.horizon)
+    batches = search_batches(train_set, forecaster.batch_size, 8, seed)
+    plan = search_plan(module, batches, segment_loss, config=config,
+                       n_steps=forecaster.layers_["search_steps"], seed=seed)
+    return strip_plan_prefix(plan, "network.")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import replace
 
 import numpy as np
 from sklearn.base import clone
@@ -43,15 +42,7 @@ from .adapters import (
     segment_metrics,
 )
 from .fitting import freeze
-from .layers import (
-    LAYER_ROUTERS,
-    check_layers,
-    layer_config,
-    layer_plan,
-    search_batches,
-    search_plan,
-    strip_plan_prefix,
-)
+from .layers import LAYER_ROUTERS, check_layers, layer_config, layer_plan, search_segment_plan
 from .neural import DirectForecaster, NeuralForecaster
 from .segments import (
     DegenerateSegmentsWarning,
@@ -360,22 +351,6 @@ class MoLAForecaster(NeuralForecaster):
             return config
         return layer_plan(self._resolved_layers(), config, network, self._targets(network))
 
-    def _search_layer_plan(self, train_values: np.ndarray) -> AllocationPlan:
-        """GuiLoMo: search the plan on the training windows (seeded by the first member)."""
-        network = self.foundation_.model_
-        seed = self._member_seed(0)
-        seed_everything(seed)
-        config = self._lora_config()
-        module = SegmentAdapter(network, self._n_segments(), replace(config, gsv=True),
-                                self._targets(network), adapter=self.adapter,
-                                router_features=self._router_features,
-                                random_state=None if seed is None else seed + 7)
-        train_set, _ = self._datasets(train_values, None, self.horizon)
-        batches = search_batches(train_set, self.batch_size, 8, seed)
-        plan = search_plan(module, batches, segment_loss, config=config,
-                           n_steps=self.layers_["search_steps"], seed=seed)
-        return strip_plan_prefix(plan, "network.")
-
     _router_features = 16
 
     def _targets(self, network: nn.Module):
@@ -406,7 +381,7 @@ class MoLAForecaster(NeuralForecaster):
         self.layer_plan_ = None
         if self.adapter == "mola" and self.layers_["plan"] == "guilomo":
             start = time.perf_counter()
-            self.layer_plan_ = self._search_layer_plan(train_values).to_dict()
+            self.layer_plan_ = search_segment_plan(self, train_values).to_dict()
             self.search_seconds_ = time.perf_counter() - start
         else:
             spec = self._layer_spec(self.foundation_.model_)
