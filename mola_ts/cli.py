@@ -107,6 +107,13 @@ def _selects(argv: Sequence[str] | None, group: str, name: str) -> bool:
     return len(words) >= 2 and words[0] == group and words[1] == name
 
 
+# the operator service (mola_ts.serve, the serve extra): command -> one-line help
+_SERVICE_COMMANDS = {
+    "serve": "serve a saved monitor over HTTP: samples in, alarms and a live page out",
+    "replay": "post a recorded or simulated run to a running service, paced",
+}
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and tests).
 
@@ -153,6 +160,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--data-home", default=None, help="cache folder (default: $MOLA_TS_DATA)")
     p.set_defaults(func=_datasets_simulate)
+
+    for name, help_line in _SERVICE_COMMANDS.items():
+        p = sub.add_parser(name, help=help_line, description=help_line)
+        if argv is None or [w for w in argv if not w.startswith("-")][:1] == [name]:
+            module = _runner("mola_ts.serve.commands")  # argparse only: no FastAPI, no torch
+            getattr(module, f"add_{name}_arguments")(p)
+            p.set_defaults(func=getattr(module, f"run_{name}"))
 
     for group, table, help_text in (("demo", DEMOS, "run a demonstration"),
                                     ("bench", BENCHMARKS, "run a benchmark")):

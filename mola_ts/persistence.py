@@ -44,6 +44,7 @@ __all__ = [
     "EstimatorFileError",
     "save_estimator",
     "load_estimator",
+    "saved_class",
     "SaveLoadMixin",
 ]
 
@@ -264,6 +265,24 @@ def load_estimator(path: str | os.PathLike, expected_class: str | None = None
     if not isinstance(params, dict):
         raise EstimatorFileError(f"{path}: the parameters are not a JSON object")
     return params, _decode(body["state"])
+
+
+def saved_class(path: str | os.PathLike) -> str:
+    """The class name recorded in a file written by :func:`save_estimator` (to choose the
+    ``load`` to call); the same errors as :func:`load_estimator` for a missing or foreign
+    file. The payload is not read: load the file to check it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a saved estimator file")
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved estimator at {path}: the file does not exist")
+    outer = _torch_load(path, path, "the file")
+    if not isinstance(outer, dict) or outer.get("magic") != MAGIC or \
+            not isinstance(outer.get("class"), str):
+        raise EstimatorFileError(
+            f"{path} lacks the mola_ts magic marker {MAGIC!r}: not a saved estimator"
+        )
+    return outer["class"]
 
 
 class SaveLoadMixin:
