@@ -2,7 +2,8 @@
 
 Every forecaster follows scikit-learn conventions: ``fit(y)`` on a wide DataFrame
 (DatetimeIndex, one column per variable), an array, or a long ``unique_id, ds, y`` frame;
-``predict(y_context=None)`` returns the next ``horizon`` steps with future timestamps;
+``predict(y_context=None, X=None, fh=None)`` returns the next ``horizon`` steps (or the steps
+``fh``) with future timestamps; ``update(y_new)`` moves the cutoff without refitting;
 ``score(y)`` is the negative MSE of rolling-window forecasts; ``save(path)`` /
 ``Class.load(path)`` persist a fitted model.
 
@@ -12,7 +13,8 @@ per-segment training), ``fitting`` (scaling, validation rows, objective and batc
 of the torch forecasters), ``predictive`` (ensemble members and last-layer Laplace),
 ``backbones`` (the torch networks), ``baselines`` (seasonal naive, ETS), ``segments`` (MoLA's
 per-segment history, the degenerate-segment warning and roll-out), ``frames`` (period indexes,
-layouts, the scale of ``score``, ``fh``).
+layouts, the scale of ``score``, ``fh``), ``covariates`` (past covariates ``X``, calendar
+features, ``update``).
 """
 
 from .adapters import SegmentAdapter, SegmentEarlyStopping

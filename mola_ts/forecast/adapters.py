@@ -292,6 +292,7 @@ def segment_loss(model: nn.Module, batch) -> torch.Tensor:
     segments = adapter.training_segments()
     k, n = adapter.n_segments, len(segments)
     out = model(x, segments.to(x.device))
+    y = y[..., :out.shape[-1]]  # covariates are read, not forecast
     target = y.reshape(y.shape[0], k, -1, y.shape[2])[:, segments.to(y.device)].reshape(
         out.shape)
     # drawn segments stand for every active one: the sum over them, scaled up to all
@@ -306,6 +307,7 @@ def segment_metrics(model: SegmentAdapter, batch) -> dict[str, torch.Tensor]:
     per-segment MSE ``segment_loss`` that :class:`SegmentEarlyStopping` tracks."""
     x, y = batch
     out = model(x)
+    y = y[..., :out.shape[-1]]
     per_segment = segment_mse(out, y, model.n_segments)
     return {"loss": per_segment.mean(), "mae": (out - y).abs().mean(),
             "segment_loss": per_segment}

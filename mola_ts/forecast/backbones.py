@@ -101,8 +101,9 @@ class EncoderBackbone(nn.Module):
         for layer in self.encoder.layers[1:]:
             tokens = layer(tokens)
         out = self.project(self.encoder.norm(tokens))
-        if self.instance_norm:
-            out = InstanceNorm.denormalize(out, mean, std)
+        if self.instance_norm:  # the outputs are the first variates (targets before covariates)
+            k = out.shape[-1]
+            out = InstanceNorm.denormalize(out, mean[..., :k], std[..., :k])
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,14 +128,19 @@ class ITransformer(EncoderBackbone):
         Pre-norm encoder blocks; the original model is post-norm (False).
     instance_norm : bool
         Standardise each window per variate and undo it on the output (on in the original).
+    n_targets : int, optional
+        Forecast only the first ``n_targets`` variates; the others (covariates) are tokens
+        the attention reads. None: every variate is forecast.
     """
 
     def __init__(self, lookback: int, out_steps: int, *, d_model: int = 128, n_heads: int = 8,
                  n_layers: int = 2, d_ff: int = 128, dropout: float = 0.1,
-                 activation: str = "gelu", norm_first: bool = False, instance_norm: bool = True):
+                 activation: str = "gelu", norm_first: bool = False, instance_norm: bool = True,
+                 n_targets: int | None = None):
         super().__init__()
         self.lookback = lookback
         self.out_steps = out_steps
+        self.n_targets = n_targets
         self.instance_norm = instance_norm
         self.embedding = nn.Linear(lookback, d_model)
         self.embedding_dropout = nn.Dropout(dropout)
@@ -147,7 +153,9 @@ class ITransformer(EncoderBackbone):
         return self.embedding_dropout(self.embedding(x.transpose(1, 2)))
 
     def project(self, encoded: torch.Tensor) -> torch.Tensor:
-        """The head per variate token, as (B, S, C)."""
+        """The head per target token, as (B, S, C) (C: ``n_targets`` when set)."""
+        if self.n_targets is not None:
+            encoded = encoded[:, :self.n_targets]
         return self.head(encoded).transpose(1, 2)
 
 

@@ -31,7 +31,8 @@ from ..data import (
 )
 from ..metrics import mse
 from ..uncertainty import GaussianMixture
-from .frames import check_layout, from_periods, standard_scale, to_periods
+from .covariates import CutoffMixin, covariate_window, fit_covariates, series_covariates
+from .frames import check_fh, check_layout, from_periods, standard_scale, to_periods
 
 __all__ = ["BaseForecaster", "LONG_COLUMNS"]
 
@@ -92,7 +93,7 @@ def _is_long(y) -> bool:
         len(y.columns) == 3
 
 
-class BaseForecaster(BaseEstimator):
+class BaseForecaster(CutoffMixin, BaseEstimator):
     """Base class of the forecasters: ``fit(y)``, ``predict(y_context=None)``, ``score(y)``.
 
     Subclasses define ``horizon`` (an ``__init__`` parameter) and the hooks ``_fit``,
@@ -123,6 +124,13 @@ class BaseForecaster(BaseEstimator):
             "(or 'noise')"
         )
 
+    def _check_covariates_supported(self) -> None:
+        """Raise a ValueError when this forecaster cannot use covariates (X, calendar)."""
+        raise ValueError(
+            f"{type(self).__name__} does not use covariates (X or calendar features); "
+            "DirectForecaster and MoLAForecaster with the itransformer backbone do"
+        )
+
     # -- helpers -----------------------------------------------------------------------------
     def _check_horizon(self) -> None:
         check_number(self.horizon, "horizon", min_val=1)
@@ -151,7 +159,7 @@ class BaseForecaster(BaseEstimator):
         return series, long
 
     # -- public API --------------------------------------------------------------------------
-    def fit(self, y, y_val=None):
+    def fit(self, y, y_val=None, *, X=None, X_val=None):
         """Fit on the series ``y`` (validation series ``y_val`` for early stopping, optional).
 
         Parameters
@@ -162,6 +170,10 @@ class BaseForecaster(BaseEstimator):
             A validation series (its first ``lookback`` rows serve as history only). When
             omitted, models that early-stop carve it from the end of ``y``
             (``validation_fraction``).
+        X, X_val : DataFrame, Series or ndarray, optional
+            Past covariates observed alongside ``y`` (and ``y_val``), one row per row; read by
+            the model, never forecast (see :mod:`mola_ts.forecast.covariates`). Only the
+            iTransformer-based forecasters take them; others raise a ValueError.
 
         Returns
         -------
@@ -177,13 +189,16 @@ class BaseForecaster(BaseEstimator):
             self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
         self.input_format_ = "long" if long else "wide"
         self.y_mean_, self.y_scale_ = standard_scale(series.values)
-        val_values = None
+        val = None
         if y_val is not None:
             val, _ = self._read(y_val, "y_val", min_rows=need, what_for=self._rows_reason(),
                                 fitted=True)
-            val_values = val.values
+        cov, cov_val = fit_covariates(self, series, X, val, X_val)
         self._remember_context(series)
-        self._fit(series.values, val_values)
+        values = series.values if cov is None else np.hstack([series.values, cov])
+        val_values = None if val is None else (
+            val.values if cov_val is None else np.hstack([val.values, cov_val]))
+        self._fit(values, val_values)
         return self
 
     def _rows_reason(self) -> str:
@@ -205,14 +220,30 @@ class BaseForecaster(BaseEstimator):
                                what_for=f"the model reads {ctx} rows of history", fitted=True)
         return series.values[-ctx:], series.index, len(series.values)
 
-    def predict(self, y_context=None):
+    def _model_window(self, y_context, X):
+        """The window the network reads (targets, then covariates), its index and row count."""
+        window, index, n_rows = self._context_from(y_context)
+        if X is None and y_context is None and getattr(self, "covariate_context_", None) \
+                is not None:
+            X = self.covariate_context_
+        cov = covariate_window(self, X, index=index, what="predict")
+        return (window if cov is None else np.hstack([window, cov])), index, n_rows
+
+    def predict(self, y_context=None, *, X=None, fh=None):
         """Forecast the ``horizon`` steps after the end of the fitted series or of ``y_context``.
 
         Parameters
         ----------
         y_context : DataFrame, Series, ndarray or long frame, optional
             Recent history (at least the model's context length of rows, same columns as in
-            fit). Defaults to the end of the series given to ``fit``.
+            fit). Defaults to the end of the series given to ``fit`` (or of the last
+            :meth:`update`).
+        X : DataFrame, Series or ndarray, optional
+            With a model fitted with covariates and a ``y_context``: the covariates of the
+            lookback rows ending at the cutoff (the last ``lookback`` rows are read). Without
+            ``y_context`` the stored ones are used.
+        fh : int or sequence of int, optional
+            Steps ahead to return (1-based, within the fitted horizon); default all.
 
         Returns
         -------
@@ -222,11 +253,12 @@ class BaseForecaster(BaseEstimator):
             fitted on a long frame.
         """
         check_is_fitted(self, "context_")
-        window, index, n_rows = self._context_from(y_context)
+        rows = check_fh(fh, self.horizon)
+        window, index, n_rows = self._model_window(y_context, X)
         forecast = self._forecast(window[None].astype(np.float64))[0]
         idx = to_periods(future_index(index, n_rows, self.horizon),
                          getattr(self, "period_freq_", None))
-        frame = pd.DataFrame(forecast, index=idx, columns=self.columns_)
+        frame = pd.DataFrame(forecast, index=idx, columns=self.columns_).iloc[rows]
         if self.input_format_ == "long":
             return to_long(frame)
         return frame
@@ -234,7 +266,7 @@ class BaseForecaster(BaseEstimator):
     # -- probabilistic forecasts -------------------------------------------------------------
     def _distribution_and_index(self, y_context) -> tuple[GaussianMixture, pd.Index]:
         check_is_fitted(self, "context_")
-        window, index, n_rows = self._context_from(y_context)
+        window, index, n_rows = self._model_window(y_context, None)
         dist = _take(self._forecast_distribution(window[None].astype(np.float64)), 0)
         return dist, to_periods(future_index(index, n_rows, self.horizon),
                                 getattr(self, "period_freq_", None))
@@ -274,7 +306,7 @@ class BaseForecaster(BaseEstimator):
         """
         return self._distribution_and_index(y_context)[0]
 
-    def predict_interval(self, coverage=0.9, y_context=None) -> pd.DataFrame:
+    def predict_interval(self, coverage=0.9, y_context=None, *, fh=None) -> pd.DataFrame:
         """Central prediction intervals of the next ``horizon`` steps, in sktime's layout.
 
         Parameters
@@ -312,6 +344,7 @@ class BaseForecaster(BaseEstimator):
         [('load', 0.8, 'lower'), ('load', 0.8, 'upper')]
         """
         coverages = _levels(coverage, "coverage", 0.9)
+        rows = check_fh(fh, self.horizon)
         dist, index = self._distribution_and_index(y_context)
         columns, data = [], []
         bounds = {c: dist.interval(c) for c in coverages}
@@ -321,9 +354,9 @@ class BaseForecaster(BaseEstimator):
                     columns.append((name, c, side))
                     data.append(values[:, j])
         return pd.DataFrame(np.column_stack(data), index=index,
-                            columns=pd.MultiIndex.from_tuples(columns))
+                            columns=pd.MultiIndex.from_tuples(columns)).iloc[rows]
 
-    def predict_quantiles(self, alpha=None, y_context=None) -> pd.DataFrame:
+    def predict_quantiles(self, alpha=None, y_context=None, *, fh=None) -> pd.DataFrame:
         """Quantiles of the predictive distribution of the next ``horizon`` steps (sktime layout).
 
         Parameters
@@ -352,11 +385,13 @@ class BaseForecaster(BaseEstimator):
         [('x0', 0.1), ('x0', 0.5), ('x0', 0.9)]
         """
         alphas = _levels(alpha, "alpha", [0.05, 0.95])
+        rows = check_fh(fh, self.horizon)
         dist, index = self._distribution_and_index(y_context)
         values = dist.quantiles(alphas)  # (horizon, C, A)
         columns = [(name, a) for name in self.columns_ for a in alphas]
         data = values.reshape(len(index), -1)  # variable-major, then alpha: the column order
-        return pd.DataFrame(data, index=index, columns=pd.MultiIndex.from_tuples(columns))
+        return pd.DataFrame(data, index=index,
+                            columns=pd.MultiIndex.from_tuples(columns)).iloc[rows]
 
     def predict_windows_distribution(self, y, *, stride: int = 1) -> GaussianMixture:
         """Predictive distributions of every rolling window of ``y`` (the evaluation protocol).
@@ -372,30 +407,34 @@ class BaseForecaster(BaseEstimator):
         x, _ = sliding_windows(series.values, ctx, self.horizon, stride)
         return self._forecast_distribution(np.ascontiguousarray(x, dtype=np.float64))
 
-    def predict_windows(self, y, *, stride: int = 1) -> np.ndarray:
-        """Forecasts of every rolling window of ``y`` (the evaluation protocol).
-
-        Window ``i`` reads rows ``[i*stride, i*stride + context)`` and forecasts the next
-        ``horizon`` rows. Returns an array (n_windows, horizon, n_variables).
-        """
-        check_is_fitted(self, "context_")
+    def _series_windows(self, y, X, stride: int):
+        """Model windows (N, context, C + covariates) and targets (N, horizon, C) of ``y``."""
         ctx = self._context_length()
         series, _ = self._read(y, "y", min_rows=ctx + self.horizon, fitted=True,
                                what_for=self._rows_reason())
-        x, _ = sliding_windows(series.values, ctx, self.horizon, stride)
-        return self._forecast(np.ascontiguousarray(x))
+        cov = series_covariates(self, series, X)
+        values = series.values if cov is None else np.hstack([series.values, cov])
+        x, target = sliding_windows(values, ctx, self.horizon, stride)
+        return np.ascontiguousarray(x), target[..., :series.values.shape[1]]
 
-    def score(self, y) -> float:
+    def predict_windows(self, y, *, stride: int = 1, X=None) -> np.ndarray:
+        """Forecasts of every rolling window of ``y`` (the evaluation protocol).
+
+        Window ``i`` reads rows ``[i*stride, i*stride + context)`` and forecasts the next
+        ``horizon`` rows. Returns an array (n_windows, horizon, n_variables). ``X``: the
+        covariates of every row of ``y`` (a model fitted with ``X``).
+        """
+        check_is_fitted(self, "context_")
+        return self._forecast(self._series_windows(y, X, stride)[0])
+
+    def score(self, y, X=None) -> float:
         """Negative MSE of the rolling-window forecasts of ``y`` (higher is better), on the
         standardised scale: every variable is divided by its std in the series given to
         ``fit`` (``y_scale_``, after its mean ``y_mean_``), as the benchmarks report MSE, so a
         large-valued column does not dominate a grid search."""
         check_is_fitted(self, "context_")
-        ctx = self._context_length()
-        series, _ = self._read(y, "y", min_rows=ctx + self.horizon, fitted=True,
-                               what_for=self._rows_reason())
-        _, target = sliding_windows(series.values, ctx, self.horizon)
-        forecast = self.predict_windows(y)
+        windows, target = self._series_windows(y, X, 1)
+        forecast = self._forecast(windows)
         return -mse((target - self.y_mean_) / self.y_scale_,
                     (forecast - self.y_mean_) / self.y_scale_)
 

@@ -86,13 +86,14 @@ class SeasonalNaiveForecaster(SaveLoadMixin, BaseForecaster):
     def _min_fit_rows(self) -> int:
         return self._context_length()
 
-    def fit(self, y, y_val=None):
-        """Record the season length and the last season of ``y`` (``y_val`` is ignored)."""
+    def fit(self, y, y_val=None, *, X=None, X_val=None):
+        """Record the season length and the last season of ``y`` (``y_val`` is ignored; ``X``
+        is refused: no covariates)."""
         if self.season_length is None:
             self.season_length_ = infer_season_length(_time_index(y))
         else:
             self.season_length_ = check_number(self.season_length, "season_length", min_val=1)
-        return super().fit(y)
+        return super().fit(y, X=X, X_val=X_val)
 
     def _fit(self, values, val_values) -> None:
         pass
@@ -146,14 +147,15 @@ class ClassicalForecaster(SaveLoadMixin, BaseForecaster):
     def _context_length(self) -> int:
         return check_number(self.lookback, "lookback", min_val=10)
 
-    def fit(self, y, y_val=None):
-        """Estimate the smoothing parameters of every variable on ``y`` (``y_val`` ignored)."""
+    def fit(self, y, y_val=None, *, X=None, X_val=None):
+        """Estimate the smoothing parameters of every variable on ``y`` (``y_val`` ignored;
+        ``X`` is refused: no covariates)."""
         if self.season_length is None:
             m = infer_season_length(_time_index(y))
         else:
             m = check_number(self.season_length, "season_length", min_val=1)
         self.season_length_ = m if m > 1 and self._context_length() >= 2 * m else 1
-        return super().fit(y)
+        return super().fit(y, X=X, X_val=X_val)
 
     def _model(self, series: np.ndarray):
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel

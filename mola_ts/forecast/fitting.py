@@ -36,13 +36,15 @@ INFERENCE_BATCH = 1024
 def mse_loss(model: nn.Module, batch) -> torch.Tensor:
     """Training objective of a direct forecaster: MSE of the whole horizon."""
     x, y = batch
-    return torch.nn.functional.mse_loss(model(x), y)
+    out = model(x)
+    return torch.nn.functional.mse_loss(out, y[..., :out.shape[-1]])  # covariates: not scored
 
 
 def window_metrics(model: nn.Module, batch) -> dict[str, torch.Tensor]:
     """Validation metrics: ``loss`` (MSE) and ``mae`` of a batch of windows."""
     x, y = batch
-    err = model(x) - y
+    out = model(x)
+    err = out - y[..., :out.shape[-1]]
     return {"loss": err.pow(2).mean(), "mae": err.abs().mean()}
 
 
@@ -117,9 +119,11 @@ def to_scaled(values: np.ndarray, scaler: StandardScaler | None) -> np.ndarray:
 
 
 def from_scaled(values: np.ndarray, scaler: StandardScaler | None) -> np.ndarray:
-    """Network outputs back in the data's units, as float64."""
+    """Network outputs back in the data's units, as float64 (the outputs are the first columns
+    the scaler saw: the targets, without covariates)."""
     values = values.astype(np.float64)
-    return values if scaler is None else values * scaler.scale_ + scaler.mean_
+    k = values.shape[-1]
+    return values if scaler is None else values * scaler.scale_[:k] + scaler.mean_[:k]
 
 
 def scaler_state(scaler: StandardScaler | None) -> dict | None:

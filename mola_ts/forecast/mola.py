@@ -41,6 +41,7 @@ from .adapters import (
     segment_loss,
     segment_metrics,
 )
+from .covariates import share_layout
 from .fitting import freeze
 from .layers import LAYER_ROUTERS, check_layers, layer_config, layer_plan, search_segment_plan
 from .neural import DirectForecaster, NeuralForecaster
@@ -110,8 +111,9 @@ class MoLAForecaster(NeuralForecaster):
         at random (one stacked forward of that many copies of the frozen network instead of
         K), the loss scaled to stand for all of them; validation and early stopping still
         see every segment. None (default): every segment at every step, as in the paper.
-    batch_size, lr_schedule, scale, validation_fraction, device, random_state, verbose :
-        As in :class:`~mola_ts.forecast.DirectForecaster` (shared by both stages).
+    batch_size, lr_schedule, scale, validation_fraction, calendar, device, random_state, verbose :
+        As in :class:`~mola_ts.forecast.DirectForecaster` (shared by both stages; covariates
+        from ``fit(y, X=...)`` and ``calendar`` reach the foundation as covariate tokens).
     n_ensemble : int
         K adapters trained with seeds ``random_state + 1000 k`` on the one frozen foundation
         (trained once): a deep ensemble at the cost of K adaptations. The point forecast is
@@ -201,7 +203,7 @@ class MoLAForecaster(NeuralForecaster):
                  batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
-                 uncertainty_data: str = "train",
+                 uncertainty_data: str = "train", calendar=None,
                  device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
@@ -231,6 +233,7 @@ class MoLAForecaster(NeuralForecaster):
         self.n_ensemble = n_ensemble
         self.uncertainty = uncertainty
         self.uncertainty_data = uncertainty_data
+        self.calendar = calendar
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -278,14 +281,22 @@ class MoLAForecaster(NeuralForecaster):
             validation_fraction=0, device=self.device, random_state=self.seed_,
             verbose=self.verbose)
 
+    def _train_foundation(self, template, train_values, val_values):
+        """Fit ``template`` on the training rows (covariate columns as X); it takes this
+        model's columns, index, end of series and covariate layout."""
+        stage("foundation: training", self.verbose)
+        start, c = time.perf_counter(), self.n_features_in_
+        xs = [None if v is None or not self.n_covariates_ else v[:, c:]
+              for v in (train_values, val_values)]
+        fnd = template.fit(train_values[:, :c], None if val_values is None else
+                           val_values[:, :c], X=xs[0], X_val=xs[1])
+        share_layout(self, fnd)
+        return fnd, time.perf_counter() - start
+
     def _get_foundation(self, train_values, val_values) -> tuple[DirectForecaster, float]:
         given = self.foundation
         if given is None:
-            stage("foundation: training", self.verbose)
-            start = time.perf_counter()
-            fnd = self._foundation_template().fit(train_values, y_val=val_values)
-            self._adopt_layout(fnd)
-            return fnd, time.perf_counter() - start
+            return self._train_foundation(self._foundation_template(), train_values, val_values)
         inner = getattr(given, "estimator", given)  # sklearn.frozen.FrozenEstimator
         if not isinstance(inner, DirectForecaster):
             raise TypeError(
@@ -295,11 +306,7 @@ class MoLAForecaster(NeuralForecaster):
         try:
             check_is_fitted(inner, "model_")
         except NotFittedError:
-            stage("foundation: training", self.verbose)
-            start = time.perf_counter()
-            fnd = clone(inner).fit(train_values, y_val=val_values)
-            self._adopt_layout(fnd)
-            elapsed = time.perf_counter() - start
+            fnd, elapsed = self._train_foundation(clone(inner), train_values, val_values)
         else:
             fnd, elapsed = inner, 0.0
         if fnd.horizon != self.segment_length or fnd.lookback != self.lookback:
@@ -308,22 +315,14 @@ class MoLAForecaster(NeuralForecaster):
                 f"this MoLAForecaster needs segment_length={self.segment_length} and "
                 f"lookback={self.lookback}"
             )
-        if fnd.n_features_in_ != train_values.shape[1]:
+        if (fnd.n_features_in_, getattr(fnd, "n_covariates_", 0)) != \
+                (self.n_features_in_, self.n_covariates_):
             raise ValueError(
-                f"foundation was fitted on {fnd.n_features_in_} columns, y has "
-                f"{train_values.shape[1]}"
+                f"foundation was fitted on {fnd.n_features_in_} columns and "
+                f"{getattr(fnd, 'n_covariates_', 0)} covariates, y has {self.n_features_in_} "
+                f"and {self.n_covariates_}"
             )
         return fnd, elapsed
-
-    def _adopt_layout(self, fnd: DirectForecaster) -> None:
-        """A foundation this fit trained takes the user's columns, index and end of series
-        (it was fitted on the training rows as an array), so ``foundation_.predict()``
-        forecasts from where this model does, with the same labels."""
-        for name in ("columns_", "feature_names_in_", "input_format_", "period_freq_",
-                     "context_", "last_index_", "n_rows_", "y_mean_", "y_scale_"):
-            if hasattr(self, name):
-                setattr(fnd, name, getattr(self, name))
-        fnd.context_ = fnd.context_[-fnd.lookback:]
 
     # -- adaptation --------------------------------------------------------------------------
     def _resolved_layers(self) -> dict:
@@ -414,14 +413,11 @@ class MoLAForecaster(NeuralForecaster):
     def _check_degenerate(self, stale: list[int]) -> None:
         """Warn about segments adaptation never improved; roll the foundation out for them
         (not possible with covariates: the warning alone)."""
-        fallback = not self._n_covariates()
+        fallback = not self.n_covariates_
         self.rollout_segments_ = stale if fallback else []
         if stale:
             warnings.warn(degenerate_message(stale, self.n_segments_, fallback=fallback),
                           DegenerateSegmentsWarning, stacklevel=6)
-
-    def _n_covariates(self) -> int:
-        return 0
 
     def _forecast(self, windows: np.ndarray) -> np.ndarray:
         out = super()._forecast(windows)

@@ -78,6 +78,21 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
             raise TypeError(f"backbone_params must be a dict or None, got {type(sizes).__name__}")
         self._check_uncertainty_params()
 
+    def _check_covariates_supported(self) -> None:
+        backbone = self._backbone_name() if hasattr(self, "_backbone_name") else self.backbone
+        if backbone != "itransformer":
+            raise ValueError(
+                f"covariates (X, calendar) need the itransformer backbone, where each covariate "
+                f"is one more variate token; {type(self).__name__} uses backbone={backbone!r}"
+            )
+        if self._uncertainty() is not None:
+            raise ValueError("covariates (X, calendar) are not supported with uncertainty "
+                             f"{self.uncertainty!r} yet: fit with uncertainty=None")
+
+    def _target_kwargs(self) -> dict:
+        """With covariates, the backbone forecasts only the target variates."""
+        return {"n_targets": self.n_features_in_} if getattr(self, "n_covariates_", 0) else {}
+
     # -- data --------------------------------------------------------------------------------
     def _to_scaled(self, values: np.ndarray) -> np.ndarray:
         """Scaled float32 values for the network; values beyond float32's range raise."""
@@ -221,6 +236,11 @@ class DirectForecaster(NeuralForecaster):
     uncertainty_data : {"train", "validation"}
         Windows the Laplace's curvature and its evidence-tuned prior precision and noise are
         fitted on (post hoc, after training).
+    calendar : str or sequence of {"hour", "weekday", "month"}, optional
+        Known calendar features (a sine and cosine of each cycle, from the time index) read
+        as covariate tokens; they need no input at predict. The itransformer backbone only.
+        Past covariates of your own go to ``fit(y, X=...)``: see
+        :mod:`mola_ts.forecast.covariates`.
     device : str
         "cpu", "cuda" or "auto".
     random_state : int, numpy RandomState or Generator, or None
@@ -274,7 +294,7 @@ class DirectForecaster(NeuralForecaster):
                  lr: float = 1e-4, batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
-                 uncertainty_data: str = "train",
+                 uncertainty_data: str = "train", calendar=None,
                  device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
@@ -290,6 +310,7 @@ class DirectForecaster(NeuralForecaster):
         self.n_ensemble = n_ensemble
         self.uncertainty = uncertainty
         self.uncertainty_data = uncertainty_data
+        self.calendar = calendar
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -303,7 +324,7 @@ class DirectForecaster(NeuralForecaster):
     def _build_module(self, member: int = 0) -> nn.Module:
         # initialised from the global generator, which _train_module seeds per member
         return make_backbone(self._backbone_name(), self.lookback, self.horizon,
-                             **self._backbone_kwargs())
+                             **self._backbone_kwargs(), **self._target_kwargs())
 
     def _train_module(self, train_values: np.ndarray, val_values: np.ndarray | None) -> None:
         train_set, val_set = self._datasets(train_values, val_values, self.horizon)
