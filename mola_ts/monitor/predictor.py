@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["lag_matrix", "RidgeVAR", "MLPPredictor", "make_predictor", "PREDICTORS"]
 
-PREDICTORS = ("var", "mlp")
+PREDICTORS = ("var", "mlp", "lora-moe")
 
 
 def lag_matrix(values: np.ndarray, order: int) -> np.ndarray:
@@ -165,9 +165,11 @@ class MLPPredictor:
 
 def make_predictor(kind: str, order: int, ridge: float, *, hidden: int = 32,
                    random_state: int | None = 0):
-    """A fresh predictor of ``kind`` (``"var"`` or ``"mlp"``)."""
+    """A fresh predictor of ``kind`` (``"var"`` or ``"mlp"``; the residual monitor builds its
+    ``"lora-moe"`` one, :class:`~mola_ts.monitor.lora_predictor.LoRAMoEPredictor`)."""
     if kind == "var":
         return RidgeVAR(order, ridge)
     if kind == "mlp":
         return MLPPredictor(order, ridge, hidden, random_state=random_state)
+
     raise ValueError(f"predictor must be one of {PREDICTORS}, got {kind!r}")

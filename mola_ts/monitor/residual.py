@@ -30,6 +30,7 @@ from ..training import resolve_seed
 from .base import MonitorMixin, check_finite_scale, check_random_state, validate_fit_runs
 from .calibration import calibrated_limit, finite_scores
 from .charts import cusum_upper, empirical_limit, ewma, freeze_statistic, step_scale
+from .lora_predictor import ADAPTER_RANK, N_MODES, LoRAMoEPredictor
 from .predictor import PREDICTORS, MLPPredictor, RidgeVAR, lag_matrix, make_predictor
 from .stream import MonitorStream
 
@@ -51,9 +52,12 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
     Parameters
     ----------
-    predictor : {"var", "mlp"}, default="var"
-        One-step predictor: a ridge vector autoregression, or the VAR plus a small tanh network
-        (:class:`~mola_ts.monitor.predictor.MLPPredictor`, trained by L-BFGS).
+    predictor : {"var", "mlp", "lora-moe"}, default="var"
+        One-step predictor: a ridge vector autoregression, the VAR plus a small tanh network
+        (:class:`~mola_ts.monitor.predictor.MLPPredictor`, trained by L-BFGS), or that network
+        as a trunk of the shared LoRA-MoE layers with one expert per operating mode
+        (:class:`~mola_ts.monitor.lora_predictor.LoRAMoEPredictor`), which :meth:`adapt`
+        fits to a new mode.
     order : int, default=1
         Lags p of the predictor.
     ridge : float, default=1.0
@@ -183,6 +187,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _new_predictor(self):
+        if self.predictor == "lora-moe":
+            return LoRAMoEPredictor(int(self.order), float(self.ridge), int(self.hidden_size),
+                                    random_state=self.seed_)
         return make_predictor(self.predictor, int(self.order), float(self.ridge),
                               hidden=int(self.hidden_size), random_state=self.seed_)
 
@@ -266,6 +273,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
             scores = smoothed
         self.mean_, self.scale_ = mean, scale
         self.predictor_ = self._new_predictor().fit([(v - mean) / scale for v in values])
+        if self.predictor == "lora-moe":
+            self.modes_, self.mode_ = ["source"], "source"
         self.feature_names_ = list(runs.columns)
         self.named_features_ = bool(runs.named)
         self.n_features_in_ = d
@@ -284,6 +293,21 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self._remember_scoring_params()
         self._set_training_scores(runs)
         return self
+
+    def adapt(self, X, mode=None, *, limit: str = "source", rescale: bool = True,
+              n_folds: int = 2) -> ResidualMonitor:
+        """Adapt to a new operating mode from its normal data ``X`` (``predictor="lora-moe"``).
+
+        Trains only the new mode's LoRA-MoE expert (the trunk stays frozen), takes the
+        standardisation from ``X``, re-scales the residual covariance from out-of-fold
+        residuals of ``X`` (``rescale``) and keeps the source limits (``limit="source"``) or
+        fits a parametric one (``"parametric"``); ``mode`` labels the new mode. The monitor
+        then scores the new mode. See :func:`~mola_ts.monitor.adapt.adapt_residual_monitor`.
+        """
+        from .adapt import adapt_residual_monitor
+
+        return adapt_residual_monitor(self, X, mode=mode, limit=limit, rescale=rescale,
+                                      n_folds=n_folds)
 
     def _held_out_scores(self) -> np.ndarray:
         """The out-of-fold alarm statistic (also behind a parametric limit)."""
@@ -444,6 +468,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         super()._restore_state(state)
         if self.predictor == "var":
             self.predictor_ = RidgeVAR.from_state(saved, int(self.order), float(self.ridge))
+        elif self.predictor == "lora-moe":
+            self.predictor_ = LoRAMoEPredictor.from_state(saved, int(self.order), float(
+                self.ridge), int(self.hidden_size), n_modes=N_MODES, rank=ADAPTER_RANK)
         else:
             self.predictor_ = MLPPredictor.from_state(saved, int(self.order), float(self.ridge),
                                                       int(self.hidden_size))
