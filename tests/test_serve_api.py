@@ -242,7 +242,7 @@ def test_with_a_token_the_right_one_opens_the_api_and_the_page(service):
 
 def test_without_a_token_the_api_is_open(client):
     for path in ("/", "/health", "/status", "/alarms", "/history", "/openapi.json", "/docs",
-                 "/page/page.js", "/page/page.css", "/page/chart.js"):
+                 "/page/page.js", "/page/page.css"):
         assert client.get(path).status_code == 200, path
     assert client.get("/page/secret.py").status_code == 404
 

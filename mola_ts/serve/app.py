@@ -32,8 +32,7 @@ from .service import MonitorService
 __all__ = ["ServeConfig", "create_app", "PAGE_DIR"]
 
 PAGE_DIR = Path(__file__).with_name("page")
-_PAGE_FILES = {"page.js": "text/javascript", "page.css": "text/css",
-               "chart.js": "text/javascript"}
+_PAGE_FILES = {"page.js": "text/javascript", "page.css": "text/css"}
 
 
 @dataclass(frozen=True)
