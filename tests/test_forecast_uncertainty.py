@@ -275,3 +275,27 @@ def test_a_file_with_the_old_frozen_head_posterior_loads_with_a_warning(mixture)
     old.n_features_in_ = mixture.n_features_in_
     with pytest.warns(UserWarning, match="old last-layer Laplace on the frozen foundation head"):
         old._restore_state(state)
+
+
+def test_conformal_corrects_the_intervals_on_validation_and_adapts_through_update(data, tmp_path):
+    train, val = data.iloc[:150], data.iloc[126:]
+    raw = _mola(uncertainty="laplace", conformal=None).fit(train, y_val=val)
+    split = _mola(uncertainty="laplace").fit(train, y_val=val)
+    assert raw.conformal_ is None and split.conformal_.pooling_ == "steps and variables"
+    pd.testing.assert_frame_equal(raw.predict(), split.predict())
+    assert not np.allclose(raw.predict_interval(0.9), split.predict_interval(0.9))
+    np.testing.assert_allclose(raw.predict_distribution().var, split.predict_distribution().var)
+    adaptive = _mola(uncertainty="laplace", conformal="adaptive").fit(train, y_val=val)
+    before = adaptive.predict_interval(0.9)
+    adaptive.update(data.iloc[150:160])
+    assert not np.allclose(adaptive.conformal_.alpha_[0.9], 0.1)
+    after = adaptive.predict_interval(0.9)
+    assert after.index[0] == data.index[160] and not np.allclose(before, after)
+    path = adaptive.save(tmp_path / "adaptive.pt")
+    pd.testing.assert_frame_equal(MoLAForecaster.load(path).predict_interval(0.9), after)
+    with pytest.raises(ValueError, match="continue the series"):
+        adaptive.update(data.iloc[170:175])
+    with pytest.warns(UserWarning, match="no"):
+        _mola(uncertainty="laplace").fit(train)  # no validation windows: the raw mixture
+    with pytest.raises(ValueError, match="conformal must be one of"):
+        _mola(uncertainty="laplace", conformal="cqr").fit(train, y_val=val)

@@ -130,6 +130,9 @@ class MoLAForecaster(NeuralForecaster):
         Windows the Laplace (curvature, evidence-tuned prior precision and noise) is fitted
         on: the training windows (the Laplace approximation of the training posterior) or the
         validation windows (noise of held-out data).
+    conformal : {"split", "adaptive", None}
+        Conformal correction of the intervals on the validation windows (default "split";
+        "adaptive" learns from ``update``); see :mod:`mola_ts.forecast.calibrated`.
 
     Attributes
     ----------
@@ -204,6 +207,7 @@ class MoLAForecaster(NeuralForecaster):
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
                  uncertainty_data: str = "train", calendar=None,
+                 conformal: str | None = "split",
                  device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
@@ -234,6 +238,7 @@ class MoLAForecaster(NeuralForecaster):
         self.uncertainty = uncertainty
         self.uncertainty_data = uncertainty_data
         self.calendar = calendar
+        self.conformal = conformal
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

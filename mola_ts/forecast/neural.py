@@ -28,9 +28,11 @@ from ..training import (
     stage,
     train,
 )
+from ..uncertainty.conformal import ConformalCalibrator
 from ..uncertainty.heads import laplace_state, restore_laplace
 from .backbones import make_backbone
 from .base import BaseForecaster
+from .calibrated import CalibratedMixin
 from .fitting import (
     batched_forecast,
     fit_scaler,
@@ -48,7 +50,7 @@ from .predictive import PredictiveMixin
 __all__ = ["NeuralForecaster", "DirectForecaster", "DLinearForecaster"]
 
 
-class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
+class NeuralForecaster(CalibratedMixin, PredictiveMixin, SaveLoadMixin, BaseForecaster):
     """Base of the torch forecasters (not used directly).
 
     Subclasses implement ``_build_module(member=0)`` (the torch module of ensemble member
@@ -77,6 +79,7 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
         if sizes is not None and not isinstance(sizes, dict):
             raise TypeError(f"backbone_params must be a dict or None, got {type(sizes).__name__}")
         self._check_uncertainty_params()
+        self._conformal()
 
     def _check_covariates_supported(self) -> None:
         backbone = self._backbone_name() if hasattr(self, "_backbone_name") else self.backbone
@@ -134,6 +137,7 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
             data = train_values if getattr(self, "uncertainty_data", "train") == "train" \
                 else val_values
             self._fit_uncertainty(data)
+        self._fit_conformal(values, val_values)
 
     def _train_config(self, *, epochs: int, lr: float, patience: int | None,
                       random_state: int | None) -> TrainConfig:
@@ -168,6 +172,11 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
         state["laplace_"] = None if laplace is None else [
             [laplace_state(la) for la in member] for member in laplace]
         state["scaler_"] = scaler_state(state.pop("scaler_"))
+        cal = state.pop("conformal_", None)
+        state["conformal_"] = None if cal is None else {
+            "method": cal.method, "min_windows": cal.min_windows, "gamma": cal.gamma,
+            "fitted": {k: v for k, v in vars(cal).items() if k.endswith("_") and k != "alpha_"},
+            "alpha": [[c, a] for c, a in cal.alpha_.items()]}
         return state
 
     def _restore_state(self, state: dict) -> None:
@@ -176,7 +185,15 @@ class NeuralForecaster(PredictiveMixin, SaveLoadMixin, BaseForecaster):
         extra_members = state.pop("members_", [])
         laplace = state.pop("laplace_", None)
         scaler = state.pop("scaler_")
+        cal = state.pop("conformal_", None)
         super()._restore_state(state)
+        self.conformal_ = None
+        if cal is not None:
+            self.conformal_ = ConformalCalibrator(cal["method"], min_windows=cal["min_windows"],
+                                                  gamma=cal["gamma"])
+            for key, value in cal["fitted"].items():
+                setattr(self.conformal_, key, value)
+            self.conformal_.alpha_ = {float(c): np.asarray(a) for c, a in cal["alpha"]}
         self.scaler_ = restore_scaler(scaler)
         members = []
         for k, member_weights in enumerate([weights] + list(extra_members)):
@@ -234,13 +251,18 @@ class DirectForecaster(NeuralForecaster):
         methods then raise a ValueError naming this parameter. See
         :mod:`mola_ts.forecast.predictive`.
     uncertainty_data : {"train", "validation"}
-        Windows the Laplace's curvature and its evidence-tuned prior precision and noise are
-        fitted on (post hoc, after training).
+        Windows the members' heads, their Laplace curvature and evidence-tuned prior precision
+        and noise are fitted on (post hoc, after training).
     calendar : str or sequence of {"hour", "weekday", "month"}, optional
         Known calendar features (a sine and cosine of each cycle, from the time index) read
         as covariate tokens; they need no input at predict. The itransformer backbone only.
         Past covariates of your own go to ``fit(y, X=...)``: see
         :mod:`mola_ts.forecast.covariates`.
+    conformal : {"split", "adaptive", None}
+        Conformal correction of ``predict_interval`` / ``predict_quantiles`` on the validation
+        windows (with ``uncertainty`` set): "split" (default), "adaptive" (then learns from the
+        values given to ``update``), None (the mixture's own intervals). See
+        :mod:`mola_ts.forecast.calibrated`.
     device : str
         "cpu", "cuda" or "auto".
     random_state : int, numpy RandomState or Generator, or None
@@ -295,6 +317,7 @@ class DirectForecaster(NeuralForecaster):
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
                  uncertainty_data: str = "train", calendar=None,
+                 conformal: str | None = "split",
                  device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon
@@ -311,6 +334,7 @@ class DirectForecaster(NeuralForecaster):
         self.uncertainty = uncertainty
         self.uncertainty_data = uncertainty_data
         self.calendar = calendar
+        self.conformal = conformal
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -316,5 +316,8 @@ class PredictiveMixin:
         if self.laplace_ is not None:
             out.laplace_ = self.laplace_[:n]
             out.uncertainty_seconds_ = list(self.uncertainty_seconds_[:n])
+        # the conformal correction was calibrated for all members: a subset is recalibrated
+        # with calibrate(y_val)
+        out.conformal_ = None
         out._set_timings()
         return out
