@@ -3,7 +3,7 @@ driven by a known exogenous input.
 
 Run from the repository root (``MOLA_TS_DATA`` set to a folder holding ETTh1)::
 
-    python examples/covariates_etth1.py            # about 10 minutes on 2 CPU cores
+    python examples/covariates_etth1.py            # about 6 minutes on 2 busy CPU cores
     python examples/covariates_etth1.py --quick    # one epoch per model, a smoke run
 
 Part 1 forecasts ETTh1's oil temperature ``OT`` 24 hours ahead with the direct iTransformer,

@@ -110,7 +110,7 @@ def test_update_moves_the_cutoff_like_a_fresh_context():
     assert seen == [((24, 1), (10, 1))]
     pd.testing.assert_frame_equal(
         model.predict(), model.predict(y_context=y.iloc[:210], X=X.iloc[:210]))
-    with pytest.raises(ValueError, match="right after the cutoff"):
+    with pytest.raises(ValueError, match="continue the series"):
         model.update(y.iloc[220:225], X_new=X.iloc[220:225])
     with pytest.raises(ValueError, match="X_new"):
         model.update(y.iloc[210:215])

@@ -99,6 +99,9 @@ def _forecasters():
         "dlinear": DLinearForecaster(24, 8, kernel_size=5, epochs=1),
         "direct-ensemble-laplace": DirectForecaster(24, 8, backbone_params=TINY, epochs=1,
                                                     n_ensemble=2, uncertainty="laplace"),
+        "direct-conformal": DirectForecaster(24, 8, backbone_params=TINY, epochs=1,
+                                             uncertainty="noise", conformal="adaptive",
+                                             validation_fraction=0.4),
         "mola-laplace": _mola(uncertainty="laplace"),
         "snaive": SeasonalNaiveForecaster(8, season_length=24),
         "ets": ClassicalForecaster(8, lookback=48, season_length=1),
@@ -116,8 +119,13 @@ def test_every_fitted_forecaster_round_trips_through_pickle_and_joblib(kind, toy
         pd.testing.assert_frame_equal(back.predict(), expected)
         pd.testing.assert_frame_equal(back.predict(y_context=y.iloc[:150]),
                                       model.predict(y_context=y.iloc[:150]))
-        if "laplace" in kind:
+        if "laplace" in kind or "conformal" in kind:
             pd.testing.assert_frame_equal(back.predict_interval(0.8), model.predict_interval(0.8))
+    if kind == "direct-conformal":  # the calibrated intervals survive, and keep adapting
+        assert model.conformal_ is not None
+        back = pickle.loads(pickle.dumps(model))
+        back.update(y.iloc[:8].set_axis(pd.date_range(y.index[-1], periods=9, freq="h")[1:]))
+        assert back.predict().shape == (8, 2)
 
 
 # -- inputs ----------------------------------------------------------------------------------

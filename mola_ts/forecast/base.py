@@ -140,47 +140,6 @@ class BaseForecaster(CutoffMixin, BaseEstimator):
     def _quantiles(self, dist: GaussianMixture, alphas):
         return dist.quantiles(alphas)
 
-    def _observe_realised(self, previous_context: np.ndarray, new_values: np.ndarray) -> None:
-        """Called by :meth:`update` before the context moves (a learning subclass uses it)."""
-
-    def update(self, y_new):
-        """Append realised values after the fitted series: the next forecast starts after them.
-
-        The model is not refitted; the context moves (and a forecaster with
-        ``conformal="adaptive"`` learns from the forecasts these values realise).
-
-        Parameters
-        ----------
-        y_new : DataFrame, Series, ndarray or long frame
-            The rows that followed the fitted series (or the last update), same columns.
-
-        Returns
-        -------
-        self
-        """
-        check_is_fitted(self, "context_")
-        if getattr(self, "n_covariates_", 0):
-            raise ValueError("update(y_new) does not move covariates yet: a model fitted with X "
-                             "or calendar forecasts from predict(y_context, X=...)")
-        series, _ = self._read(y_new, "y_new", min_rows=1, fitted=True)
-        new = series.values
-        if isinstance(self.last_index_, pd.DatetimeIndex) and \
-                isinstance(series.index, pd.DatetimeIndex):
-            expected = future_index(self.last_index_, self.n_rows_, 1)[0]
-            if series.index[0] != expected:
-                raise ValueError(f"y_new must continue the series: its first timestamp is "
-                                 f"{series.index[0]}, the next one is {expected}")
-        self._observe_realised(self.context_, new)
-        ctx = self._context_length()
-        self.context_ = np.concatenate([self.context_, new])[-ctx:].copy()
-        if self.last_index_ is not None:  # given timestamps, else the positions continue
-            index = series.index if isinstance(series.index, pd.DatetimeIndex) and isinstance(
-                self.last_index_, pd.DatetimeIndex) else future_index(
-                self.last_index_, self.n_rows_, len(new))
-            self.last_index_ = self.last_index_.append(index)[-max(3, ctx):]
-        self.n_rows_ += len(new)
-        return self
-
     def _check_horizon(self) -> None:
         check_number(self.horizon, "horizon", min_val=1)
 

@@ -55,7 +55,7 @@ def calendar_features(index, names: tuple[str, ...], what: str = "y") -> np.ndar
             f"calendar features {list(names)} are computed from timestamps: {what} needs a "
             f"DatetimeIndex (or a PeriodIndex), got {type(index).__name__}"
         )
-    phases = {"hour": index.hour + index.minute / 60.0, "weekday": index.dayofweek,
+    phases = {"hour": index.hour + index.minute / 60.0, "weekday": index.day_of_week,
               "month": index.month - 1}
     cols = []
     for name in names:
@@ -204,7 +204,8 @@ class CutoffMixin:
     def update(self, y_new, X_new=None):
         """Append the newly observed rows ``y_new`` (and their covariates ``X_new``) to the
         end of the fitted series: ``predict()`` then forecasts from the new cutoff. The model
-        is not refitted.
+        is not refitted (one with ``conformal="adaptive"`` learns from the forecasts these
+        values realise, through ``_observe_realised``).
 
         Parameters
         ----------
@@ -226,8 +227,9 @@ class CutoffMixin:
                 raise TypeError("y_new needs a DatetimeIndex like the fitted series")
             expected = future_index(index, self.n_rows_, 1)[0]
             if series.index[0] != expected:
-                raise ValueError(f"y_new must start right after the cutoff {index[-1]} (at "
-                                 f"{expected}), got {series.index[0]}")
+                raise ValueError(f"y_new must continue the series: its first timestamp is "
+                                 f"{series.index[0]}, the next one after the cutoff "
+                                 f"{index[-1]} is {expected}")
             new_index = index.append(series.index)
         elif index is None:
             new_index = None
