@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("fastapi")
@@ -15,7 +16,7 @@ from serve_support import COLUMNS, fitted_monitor_file, plant_run, rows  # noqa:
 from mola_ts.monitor import ResidualMonitor  # noqa: E402
 from mola_ts.serve.app import ServeConfig, create_app  # noqa: E402
 from mola_ts.serve.inputs import read_tag_map  # noqa: E402
-from mola_ts.serve.service import MonitorService, row_result  # noqa: E402
+from mola_ts.serve.service import MonitorService, frame_results  # noqa: E402
 from mola_ts.serve.store import StateDirError, decode_state, encode_state  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123"
@@ -87,9 +88,11 @@ def test_missing_values_are_held_and_flagged(client):
 
 
 def test_non_finite_statistics_are_null_with_a_flag():
-    result = row_result(3, "t", {"score": float("inf"), "T2": 1.5, "alarm": 1,
-                                 "missing_variables": ()})
-    assert result["statistics"] == {"score": None, "T2": 1.5}
+    scored = pd.DataFrame({"score": [float("inf"), 2.0], "T2": [1.5, np.nan], "alarm": [1, 0],
+                           "missing_variables": [(), ("a",)]})
+    result, other = frame_results(3, ["t", "u"], scored)
+    assert result["statistics"] == {"score": None, "T2": 1.5} and result["seq"] == 3
+    assert other["non_finite"] == ["T2"] and other["missing_variables"] == ["a"]
     assert result["non_finite"] == ["score"] and result["alarm"] == 1
     json.dumps(result, allow_nan=False)  # valid strict JSON
 

@@ -21,6 +21,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "plant": ("mola_ts.bench.plant",
               "monitors on simulated TEP data: FAR on >= 50k normal samples, the simulator's "
               "28 disturbances"),
+    # the operator service's load benchmark lives beside the service (mola_ts.serve)
+    "serve": ("mola_ts.serve.loadbench",
+              "the monitoring service on loopback: samples/s, single-row latency, memory, "
+              "kill -9 during a replay"),
     "uncertainty": ("mola_ts.bench.uncertainty",
                     "probabilistic forecasts: MAP, deep ensemble, Laplace, Laplace mixture"),
 }

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,16 +142,21 @@ def _parse_json(body: bytes, columns: list[str], tags: dict | None, max_rows: in
     names = [k for k in rows[0] if k != key]
     order = _columns_order(names, columns, tags, "row 0")
     name_set = set(rows[0])
-    values = np.empty((len(rows), len(columns)))
+    pick = operator.itemgetter(*[names[pos] for pos in order])
+    allowed = {float, int, type(None)}
+    table = []
     raw_times = []
     for i, row in enumerate(rows):
-        if set(row) != name_set:
+        if len(row) != len(name_set) or row.keys() != name_set:
             diff = sorted(set(row) ^ name_set)
             raise InputError(f"row {i} has other keys than row 0 (differing: {diff[:8]})")
         raw_times.append(row[key])
-        for j, pos in enumerate(order):
-            name = names[pos]
-            values[i, j] = _number(row[name], f"row {i}, column {name!r}")
+        picked = pick(row) if len(order) > 1 else (pick(row),)
+        if not set(map(type, picked)) <= allowed:  # a string, a boolean, a list...
+            for j, value in enumerate(picked):
+                _number(value, f"row {i}, column {names[order[j]]!r}")
+        table.append(picked)
+    values = np.array(table, dtype=np.float64)  # None -> NaN
     times_ns, times = _times(raw_times, "row")
     return Batch(times_ns, times, values)
 
@@ -176,20 +182,23 @@ def _parse_csv(body: bytes, columns: list[str], tags: dict | None, max_rows: int
     _check_count(len(body_rows), max_rows)
     names = header[1:]
     order = _columns_order(names, columns, tags, "the CSV header")
-    values = np.empty((len(body_rows), len(columns)))
     for i, row in enumerate(body_rows):
         if len(row) != len(header):
             raise InputError(f"CSV row {i} has {len(row)} fields, the header {len(header)}")
-        for j, pos in enumerate(order):
-            cell = row[pos + 1].strip()
-            if not cell:
-                values[i, j] = math.nan
-                continue
+    cells = np.array([r[1:] for r in body_rows], dtype=object)[:, order]
+    cells = np.char.strip(cells.astype(str))
+    cells[cells == ""] = "nan"
+    try:
+        values = cells.astype(np.float64)
+    except ValueError:
+        for i, j in np.ndindex(cells.shape):
             try:
-                values[i, j] = float(cell)
+                float(cells[i, j])
             except ValueError:
-                raise InputError(f"CSV row {i}, column {names[pos]!r}: {cell!r} is not a "
-                                 "number (leave the cell empty for a missing value)") from None
+                raise InputError(f"CSV row {i}, column {names[order[j]]!r}: {cells[i, j]!r} "
+                                 "is not a number (leave the cell empty for a missing "
+                                 "value)") from None
+        raise
     times_ns, times = _times([r[0].strip() for r in body_rows], "CSV row")
     return Batch(times_ns, times, values)
 

@@ -91,13 +91,14 @@ def batch_json(frame: pd.DataFrame) -> bytes:
     """Rows as the JSON body of ``POST /samples`` (NaN as null, times ISO-8601)."""
     index = frame.index
     times = [t.isoformat() for t in (index.tz_localize("UTC") if index.tz is None else index)]
-    names = [str(c) for c in frame.columns]
+    keys = ["time", *(str(c) for c in frame.columns)]
     values = frame.to_numpy(dtype=np.float64)
+    finite = np.isfinite(values).all(axis=1)
     rows = []
-    for t, row in zip(times, values.tolist(), strict=True):
-        item = {"time": t}
-        item.update((n, v if math.isfinite(v) else None) for n, v in zip(names, row, strict=True))
-        rows.append(item)
+    for t, ok, row in zip(times, finite, values.tolist(), strict=True):
+        if not ok:
+            row = [v if math.isfinite(v) else None for v in row]
+        rows.append(dict(zip(keys, [t, *row], strict=True)))
     return json.dumps({"rows": rows}, separators=(",", ":")).encode()
 
 
