@@ -195,3 +195,21 @@ def test_segments_per_step_trains_drawn_segments(series, foundation, monkeypatch
     np.testing.assert_array_equal(np.asarray(again.predict()), np.asarray(model.predict()))
     with pytest.raises(ValueError, match="segments_per_step"):
         clone(model).set_params(segments_per_step=0).fit(series)
+
+
+def test_validation_stride_reads_every_nth_validation_window(series, foundation, monkeypatch):
+    from mola_ts.forecast import mola as mola_module
+
+    sizes = []
+    original = mola_module.evaluate
+
+    def spy(module, data, *args, **kwargs):
+        sizes.append(len(data))
+        return original(module, data, *args, **kwargs)
+
+    monkeypatch.setattr(mola_module, "evaluate", spy)
+    _model(foundation, None).fit(series)
+    _model(foundation, None, validation_stride=3).fit(series)
+    assert len(sizes) == 2 and sizes[1] == -(-sizes[0] // 3)
+    with pytest.raises(ValueError, match="validation_stride"):
+        _model(foundation, None, validation_stride=0).fit(series)

@@ -48,6 +48,7 @@ OPTIONS: dict[str, dict] = {
     "guilomo": {"layers": {"plan": "guilomo"}},
     "mosld": {"layers": {"shared_A": True, "dropconnect": 0.1}},
     "sample2": {"segments_per_step": 2},
+    "fast": {"segments_per_step": 1, "validation_stride": 4},
 }
 """MoLA variants of ``--options``: the MoLAForecaster parameters of model ``mola-NAME``."""
 

@@ -31,7 +31,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ..data import check_number
+from ..data import WindowDataset, check_number
 from ..nn import AllocationPlan, LoRAMoEConfig, parameter_report
 from ..training import evaluate, resolve_device, seed_everything, stage, train
 from .adapters import (
@@ -111,6 +111,9 @@ class MoLAForecaster(NeuralForecaster):
         at random (one stacked forward of that many copies of the frozen network instead of
         K), the loss scaled to stand for all of them; validation and early stopping still
         see every segment. None (default): every segment at every step, as in the paper.
+    validation_stride : int
+        Adaptation cost: the per-segment early stopping reads every n-th validation window
+        (1, the default: every window, as in the paper).
     batch_size, lr_schedule, scale, validation_fraction, calendar, device, random_state, verbose :
         As in :class:`~mola_ts.forecast.DirectForecaster` (shared by both stages; covariates
         from ``fit(y, X=...)`` and ``calendar`` reach the foundation as covariate tokens).
@@ -203,6 +206,7 @@ class MoLAForecaster(NeuralForecaster):
                  foundation_epochs: int = 5, foundation_patience: int | None = 2,
                  foundation_lr: float = 5e-4, epochs: int = 10, patience: int = 3,
                  lr: float = 1e-3, segments_per_step: int | None = None,
+                 validation_stride: int = 1,
                  batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
@@ -230,6 +234,7 @@ class MoLAForecaster(NeuralForecaster):
         self.patience = patience
         self.lr = lr
         self.segments_per_step = segments_per_step
+        self.validation_stride = validation_stride
         self.batch_size = batch_size
         self.lr_schedule = lr_schedule
         self.scale = scale
@@ -270,6 +275,7 @@ class MoLAForecaster(NeuralForecaster):
         self._resolved_layers()
         if self.segments_per_step is not None:
             check_number(self.segments_per_step, "segments_per_step", min_val=1)
+        check_number(self.validation_stride, "validation_stride", min_val=1)
         check_number(self.foundation_epochs, "foundation_epochs", min_val=1)
 
     def _min_fit_rows(self) -> int:
@@ -440,6 +446,9 @@ class MoLAForecaster(NeuralForecaster):
         seed_everything(seed)
         module = self._build_module(member)
         train_set, val_set = self._datasets(train_values, val_values, self.horizon)
+        if val_set is not None and self.validation_stride > 1:
+            val_set = WindowDataset(self._to_scaled(val_values), self.lookback, self.horizon,
+                                    stride=self.validation_stride)
         stopper = None
         if val_set is not None:
             device = resolve_device(self.device)
