@@ -418,3 +418,31 @@ def test_events_push_every_row_and_each_alarm_change(service):
     stored = service.store.alarms(limit=1000)
     assert len(raised) == len(stored) and raised[-1]["id"] == stored[0]["id"]
     assert all(e["limit"] == scored[0]["limit"] for e in scored)
+
+
+def test_cors_is_off_unless_origins_are_given(service):
+    asked = {"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "GET"}
+    closed = TestClient(create_app(service)).options("/status", headers=asked)
+    assert "access-control-allow-origin" not in closed.headers
+    opened = TestClient(create_app(service, ServeConfig(
+        cors_origins=("http://elsewhere.example",)))).get("/status", headers=asked)
+    assert opened.headers["access-control-allow-origin"] == "http://elsewhere.example"
+
+
+def test_replay_sources_and_speeds():
+    from mola_ts.serve.replay import load_source, parse_speed, shift_times
+
+    assert parse_speed("60x") == 60.0 and parse_speed("2.5") == 2.5
+    assert parse_speed("max") == float("inf")
+    for bad in ("fast", "0x", "-3"):
+        with pytest.raises(ValueError, match="speed"):
+            parse_speed(bad)
+    run = load_source("tep:4")
+    assert run.shape == (960, 52)
+    moved = shift_times(run.iloc[:3], pd.Timestamp("2024-05-01T12:00:00Z"))
+    assert moved.index[1] == pd.Timestamp("2024-05-01T12:03:00Z")
+    assert run.index[0] == pd.Timestamp("2000-01-01")  # the source is not changed
+    with pytest.raises(ValueError, match="tep:NN"):
+        load_source("tep:x")
+    with pytest.raises(FileNotFoundError, match="neither a file"):
+        load_source("no/such/run.csv")
