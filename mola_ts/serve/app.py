@@ -147,12 +147,14 @@ def create_app(service: MonitorService, config: ServeConfig | None = None) -> Fa
                      "example": "time,XMEAS(1)\n2024-05-01T12:00:00Z,0.25\n"}}}}
 
     @app.post("/samples", openapi_extra=samples_body, summary="Score one or many samples")
-    async def post_samples(request: Request) -> dict[str, Any]:
+    async def post_samples(request: Request) -> Response:
         """Each row's statistics, alarm and flags (non-finite numbers as null, named in
         ``non_finite``). Rows already accepted with equal values get their stored results
         (a retried batch); other rows at or before the last accepted time get 409."""
         body = await _read_body(request, config.max_body_bytes)
-        return await run_in_threadpool(service.post, body, request.headers.get("content-type"))
+        answer = await run_in_threadpool(service.post_json, body,
+                                         request.headers.get("content-type"))
+        return Response(answer, media_type="application/json")
 
     @app.get("/events", summary="Server-sent events: rows, alarm changes, acknowledgements")
     async def events(request: Request) -> StreamingResponse:

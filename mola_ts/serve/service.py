@@ -151,16 +151,23 @@ class MonitorService:
     # ------------------------------------------------------------------ samples
     def post(self, body: bytes, content_type: str | None) -> dict[str, Any]:
         """Score a request body; ``{"accepted", "repeated", "results"}`` or InputError."""
+        return json.loads(self.post_json(body, content_type))
+
+    def post_json(self, body: bytes, content_type: str | None) -> bytes:
+        """:meth:`post`'s answer as JSON bytes, made of the stored results' own text (the
+        web layer sends it as it is: no second encoding)."""
         batch = parse_samples(body, content_type, self.columns, self.tags, self.max_rows)
         with self.lock:
             repeated, old = self._repeated(batch)
             new = Batch(batch.times_ns[repeated:], batch.times[repeated:],
                         batch.values[repeated:])
-            results = self._score(new) if len(new.times) else []
-        return {"accepted": len(results), "repeated": repeated, "results": old + results}
+            texts = self._score(new) if len(new.times) else []
+        return (f'{{"accepted":{len(texts)},"repeated":{repeated},"results":['
+                f'{",".join(old + texts)}]}}').encode()
 
-    def _repeated(self, batch: Batch) -> tuple[int, list[dict]]:
-        """How many leading rows were accepted before (equal values: their stored results);
+    def _repeated(self, batch: Batch) -> tuple[int, list[str]]:
+        """How many leading rows were accepted before (equal values: their stored results'
+        JSON);
         409 for an accepted time with other values or a time older than the last accepted."""
         last = self.live.last_ns
         if last is None or batch.times_ns[0] > last:
@@ -177,10 +184,10 @@ class MonitorService:
             if found[0] != batch.values[i].tobytes():
                 raise InputError(f"row {i}: a sample at {batch.times[i]} was already "
                                  "accepted with other values", status=409)
-            results.append(json.loads(found[1]))
+            results.append(found[1])
         return k, results
 
-    def _score(self, batch: Batch) -> list[dict]:
+    def _score(self, batch: Batch) -> list[str]:
         stream, live = self.stream, self.live
         before = stream.get_state()
         index = pd.DatetimeIndex(pd.to_datetime(batch.times_ns, utc=True))
@@ -220,7 +227,7 @@ class MonitorService:
         if listening:
             events.sort(key=lambda e: (e["seq"], e["type"] != "alarm"))  # alarm, then its row
             self._publish(events)
-        return results
+        return [row[6] for row in rows]  # the stored JSON of each result
 
     @staticmethod
     def _row_event(result: dict) -> dict:
