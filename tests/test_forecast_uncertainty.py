@@ -299,3 +299,35 @@ def test_conformal_corrects_the_intervals_on_validation_and_adapts_through_updat
         _mola(uncertainty="laplace").fit(train)  # no validation windows: the raw mixture
     with pytest.raises(ValueError, match="conformal must be one of"):
         _mola(uncertainty="laplace", conformal="cqr").fit(train, y_val=val)
+
+
+@pytest.mark.parametrize("diversity", ["bootstrap", "foundations"])
+def test_diversity_options_make_members_that_differ_and_survive_save_load(data, diversity,
+                                                                          tmp_path):
+    model = _mola(n_ensemble=2, diversity=diversity, uncertainty="laplace",
+                  conformal=None).fit(data)
+    plain = _mola(n_ensemble=2, uncertainty="laplace", conformal=None).fit(data)
+    x = torch.tensor(model._to_scaled(model.context_)[None])
+    # member 0 is trained differently (resampled windows) or member 1 has its own foundation
+    if diversity == "foundations":
+        assert len(model.foundations_) == 2 and model.foundations_[0] is model.foundation_
+        assert not torch.allclose(model.foundations_[1].model_.head.weight,
+                                  model.foundation_.model_.head.weight)
+    else:
+        assert model.foundations_ is None
+        assert not torch.allclose(model.members_[0](x), plain.members_[0](x))
+    split = model.predict_distribution().variance_decomposition()
+    assert all((part > 0).all() for part in split.values())
+    path = model.save(tmp_path / f"{diversity}.pt")
+    pd.testing.assert_frame_equal(MoLAForecaster.load(path).predict_interval(0.9),
+                                  model.predict_interval(0.9))
+
+
+def test_the_heads_prior_scale_is_chosen_on_the_validation_mse(data):
+    model = _mola(uncertainty="laplace", validation_fraction=0.2, conformal=None).fit(data)
+    mse = model.head_validation_mse_
+    assert len(mse) == 6 and min(mse, key=mse.get) == f"{model.head_prior_scale_:g}"
+    with pytest.raises(ValueError, match="diversity must be one of"):
+        _mola(diversity="seeds").fit(data)
+    with pytest.raises(ValueError, match="foundation=None"):
+        _mola(diversity="foundations", foundation=model.foundation_).fit(data)

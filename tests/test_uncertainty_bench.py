@@ -22,8 +22,10 @@ def test_quick_run_through_the_cli_writes_every_method(tmp_path, capsys):
     assert code == 0
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results.columns[:len(COLUMNS)]) == COLUMNS
-    assert list(results["method"]) == ["map", "ensemble", "laplace", "mixture"]
-    assert list(results["n_members"]) == [1, 2, 1, 2]
+    assert list(results["method"]) == ["map", "ensemble", "laplace", "mixture",
+                                       "mixture+split", "mixture+adaptive"]
+    assert list(results["n_members"]) == [1, 2, 1, 2, 2, 2]
+    assert list(results["conformal"]) == ["none"] * 4 + ["split", "adaptive"]
     assert (results["horizon"] == plan_for("ILI").horizon).all()
     assert results[COLUMNS[4:]].notna().all().all()
     assert results["coverage90"].between(0, 1).all() and (results["width90"] > 0).all()
@@ -37,7 +39,12 @@ def test_quick_run_through_the_cli_writes_every_method(tmp_path, capsys):
     assert (results.loc[results["method"].isin(["laplace", "mixture"]), "var_laplace"] > 0).all()
     printed = capsys.readouterr().out
     assert "mixture" in printed and "results.csv" in printed
-    assert "ILI: 90 % coverage of the mixture" in (tmp_path / "results.md").read_text()
+    assert "ILI (adapters): default intervals (split conformal)" in \
+        (tmp_path / "results.md").read_text()
+    # the conformal rows move the intervals only; scores of the mixture itself are unchanged
+    mix = results.set_index("method")
+    assert mix.loc["mixture+split", "crps"] == mix.loc["mixture", "crps"]
+    assert mix.loc["mixture+split", "coverage90"] != mix.loc["mixture", "coverage90"]
 
 
 def test_chunked_scores_equal_the_scores_of_all_windows_at_once():

@@ -42,6 +42,7 @@ from .adapters import (
     segment_metrics,
 )
 from .covariates import share_layout
+from .diversity import DiversityMixin
 from .fitting import freeze
 from .layers import LAYER_ROUTERS, check_layers, layer_config, layer_plan, search_segment_plan
 from .neural import DirectForecaster, NeuralForecaster
@@ -59,7 +60,7 @@ ADAPTERS = ("mola", "lora")
 SEGMENT_ROUTERS = LAYER_ROUTERS
 
 
-class MoLAForecaster(NeuralForecaster):
+class MoLAForecaster(DiversityMixin, NeuralForecaster):
     """MoLA forecaster: one frozen foundation, per-segment Mixture-of-LoRA adaptation.
 
     Parameters
@@ -121,10 +122,13 @@ class MoLAForecaster(NeuralForecaster):
         K adapters trained with seeds ``random_state + 1000 k`` on the one frozen foundation
         (trained once): a deep ensemble at the cost of K adaptations. The point forecast is
         their mean; 1 (default) is the plain MoLA forecaster.
+    diversity : {"adapters", "bootstrap", "foundations"}
+        How the members differ: seeds alone, bootstrap-resampled windows, or one foundation
+        each (a true deep ensemble); see :mod:`mola_ts.forecast.diversity`.
     uncertainty : {None, "laplace", "noise"}
         Predictive distribution for ``predict_interval`` / ``predict_quantiles`` /
-        ``predict_distribution``: "laplace" fits, post hoc, a last-layer Laplace on the
-        foundation head of every adapter and segment (with K > 1 the mixture of Laplace
+        ``predict_distribution``: "laplace" fits, post hoc, each adapter's own head per
+        segment and its last-layer Laplace (with K > 1 the mixture of Laplace
         approximations, uncertainty spec §1); "noise" keeps only the fitted noise (the MAP
         Gaussian, with K > 1 the deep ensemble). None: point forecasts only (the probabilistic
         methods raise a ValueError naming this parameter). Details in
@@ -209,7 +213,8 @@ class MoLAForecaster(NeuralForecaster):
                  validation_stride: int = 1,
                  batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
-                 n_ensemble: int = 1, uncertainty: str | None = None,
+                 n_ensemble: int = 1, diversity: str = "adapters",
+                 uncertainty: str | None = None,
                  uncertainty_data: str = "train", calendar=None,
                  conformal: str | None = "split",
                  device: str = "cpu", random_state=0, verbose: int = 0):
@@ -240,6 +245,7 @@ class MoLAForecaster(NeuralForecaster):
         self.scale = scale
         self.validation_fraction = validation_fraction
         self.n_ensemble = n_ensemble
+        self.diversity = diversity
         self.uncertainty = uncertainty
         self.uncertainty_data = uncertainty_data
         self.calendar = calendar
@@ -263,6 +269,7 @@ class MoLAForecaster(NeuralForecaster):
     def _check_training_params(self) -> None:
         super()._check_training_params()
         self._n_segments()
+        self._diversity()
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {self.adapter!r}")
         if self.router not in SEGMENT_ROUTERS:
@@ -375,7 +382,7 @@ class MoLAForecaster(NeuralForecaster):
         return targets[0] if len(targets) == 1 else "|".join(f"(?:{t})" for t in targets)
 
     def _build_module(self, member: int = 0) -> SegmentAdapter:
-        network = self.foundation_.model_
+        network = self._member_foundation(member).model_
         seed = self._member_seed(member) + 7
         return SegmentAdapter(network, self._n_segments(), self._layer_spec(network),
                               self._targets(network), adapter=self.adapter,
@@ -387,6 +394,7 @@ class MoLAForecaster(NeuralForecaster):
                                                                           val_values)
         self.scaler_ = self.foundation_.scaler_
         self.n_segments_ = self._n_segments()
+        self._fit_member_foundations(train_values, val_values)
         self.layers_ = self._resolved_layers()
         self.layer_plan_ = None
         if self.adapter == "mola" and self.layers_["plan"] == "guilomo":
@@ -449,6 +457,7 @@ class MoLAForecaster(NeuralForecaster):
         if val_set is not None and self.validation_stride > 1:
             val_set = WindowDataset(self._to_scaled(val_values), self.lookback, self.horizon,
                                     stride=self.validation_stride)
+        train_set = self._member_train_set(member, train_set)
         stopper = None
         if val_set is not None:
             device = resolve_device(self.device)
@@ -477,17 +486,3 @@ class MoLAForecaster(NeuralForecaster):
         params = super()._params_to_save()
         params["foundation"] = None  # the fitted foundation is saved in the state
         return params
-
-    def _state_to_save(self) -> dict:
-        state = super()._state_to_save()
-        fnd = state.pop("foundation_")
-        state["foundation_"] = {"params": fnd._params_to_save(), "state": fnd._state_to_save()}
-        return state
-
-    def _restore_state(self, state: dict) -> None:
-        state = dict(state)
-        fnd = state.pop("foundation_")
-        foundation = DirectForecaster(**fnd["params"])
-        foundation._restore_state(fnd["state"])
-        self.foundation_ = foundation
-        super()._restore_state(state)

@@ -136,7 +136,7 @@ class NeuralForecaster(CalibratedMixin, PredictiveMixin, SaveLoadMixin, BaseFore
         if self._uncertainty() is not None:
             data = train_values if getattr(self, "uncertainty_data", "train") == "train" \
                 else val_values
-            self._fit_uncertainty(data)
+            self._fit_uncertainty(data, val_values if data is train_values else None)
         self._fit_conformal(values, val_values)
 
     def _train_config(self, *, epochs: int, lr: float, patience: int | None,

@@ -74,6 +74,9 @@ MEMBER_SEED_STRIDE = 1000
 #: a window spread at or below this (the normalisation's floor is sqrt(InstanceNorm.eps)) marks
 #: a variate constant over the lookback
 CONSTANT_STD = 2.0 * float(np.sqrt(InstanceNorm.eps))
+#: multipliers of the evidence's prior precision tried on the validation windows (the heads'
+#: pull towards the foundation head; the largest keeps them almost at it)
+PRIOR_SCALES = (1.0, 10.0, 100.0, 1e3, 1e4, 1e6)
 
 
 class PredictiveMixin:
@@ -164,62 +167,104 @@ class PredictiveMixin:
         return f.reshape(n, batch, channels, steps).permute(1, 0, 3, 2).reshape(
             batch, n * steps, channels)
 
-    def _fit_uncertainty(self, values: np.ndarray) -> None:
-        """Fit one last-layer Laplace per member and head run on the windows of ``values``."""
+    def _gather(self, module: nn.Module, values: np.ndarray, *, check: bool = False):
+        """Member ``module``'s head features and normalised targets on the windows of
+        ``values``, per head run, and the windows' spreads (what maps a normalised error back
+        to the scaled data): ``(phis, targets, spreads, skipped, n_windows)``."""
         device = resolve_device(self.device)
         dataset = WindowDataset(self._to_scaled(values), self.lookback, self.horizon)
-        self.laplace_, self.uncertainty_seconds_ = [], []
+        module.to(device)
+        phis: list[list[torch.Tensor]] = []
+        targets: list[list[torch.Tensor]] = []
+        spreads: list[torch.Tensor] = []
         skipped = 0
-        for module in self.members_:
+        for first in range(0, len(dataset), INFERENCE_BATCH):
+            x, y = dataset.get_batch(np.arange(first, min(first + INFERENCE_BATCH,
+                                                          len(dataset))))
+            x, y = x.to(device), y.to(device)
+            phi, f, out, mean, std = self._head_pass(module, x)
+            batch = len(x)
+            if first == 0 and check:
+                rebuilt = self._to_horizon(f, batch) * std + mean
+                if rebuilt.shape != out.shape or not torch.allclose(
+                        rebuilt, out, rtol=1e-4, atol=1e-4 * float(out.abs().max()) + 1e-6):
+                    raise ValueError(
+                        f"{type(self._head_network(module)).__name__}'s forecast is not its "
+                        "head's output mapped back by the instance normalisation; the "
+                        "last-layer Laplace cannot be placed on it"
+                    )
+            n, steps = f.shape[0] // batch, f.shape[2]
+            z = ((y - mean) / std).reshape(batch, n, steps, y.shape[2]).permute(1, 0, 3, 2)
+            # a variate constant over the lookback has the normalisation's floor as its
+            # spread, and its future, divided by that floor, would dominate the fitted
+            # noise (ETTh1's validation rows hold such stretches): such windows are left
+            # out of the fit, counted in uncertainty_skipped_windows_
+            keep = (std.reshape(batch, -1) > CONSTANT_STD).all(dim=1).cpu()
+            skipped += int((~keep).sum())
+            if not phis:
+                phis, targets = [[] for _ in range(n)], [[] for _ in range(n)]
+            for k in range(n):
+                phis[k].append(phi[k * batch:(k + 1) * batch].cpu()[keep])
+                targets[k].append(z[k].cpu()[keep])
+            spreads.append(std.permute(0, 2, 1).cpu()[keep])  # (B, C, 1)
+        return ([torch.cat(p) for p in phis], [torch.cat(t) for t in targets],
+                torch.cat(spreads), skipped, len(dataset))
+
+    def _fit_heads(self, fit_data: list, scales) -> list[list[list]]:
+        """Every member's own heads (one per head run) on its gathered features, per prior
+        scale: ``out[scale][member][run]``."""
+        fits = [[LaplaceMixture([self._head_network(module).head], noise="per_output",
+                                batch_size=INFERENCE_BATCH)
+                 ._fit_one(p, t, prior_scales=scales)
+                 for p, t in zip(phis, targets, strict=True)]
+                for module, (phis, targets) in zip(self.members_, fit_data, strict=True)]
+        return [[[run[i] for run in member] for member in fits] for i in range(len(scales))]
+
+    def _fit_uncertainty(self, values: np.ndarray, val_values: np.ndarray | None = None) -> None:
+        """Fit every member's own heads and their Laplace on the windows of ``values``; with
+        ``val_values``, the prior scale (how far the heads may move from the foundation head)
+        is the one of ``PRIOR_SCALES`` with the lowest validation MSE of the members' mean."""
+        self.uncertainty_seconds_ = []
+        fit_data, skipped, total = [], 0, 0
+        for k, module in enumerate(self.members_):
             start = time.perf_counter()
-            module.to(device)
-            phis: list[list[torch.Tensor]] = []
-            targets: list[list[torch.Tensor]] = []
-            for first in range(0, len(dataset), INFERENCE_BATCH):
-                x, y = dataset.get_batch(np.arange(first, min(first + INFERENCE_BATCH,
-                                                              len(dataset))))
-                x, y = x.to(device), y.to(device)
-                phi, f, out, mean, std = self._head_pass(module, x)
-                batch = len(x)
-                if first == 0:
-                    rebuilt = self._to_horizon(f, batch) * std + mean
-                    if rebuilt.shape != out.shape or not torch.allclose(
-                            rebuilt, out, rtol=1e-4, atol=1e-4 * float(out.abs().max()) + 1e-6):
-                        raise ValueError(
-                            f"{type(self._head_network(module)).__name__}'s forecast is not its "
-                            "head's output mapped back by the instance normalisation; the "
-                            "last-layer Laplace cannot be placed on it"
-                        )
-                n, steps = f.shape[0] // batch, f.shape[2]
-                z = ((y - mean) / std).reshape(batch, n, steps, y.shape[2]).permute(1, 0, 3, 2)
-                # a variate constant over the lookback has the normalisation's floor as its
-                # spread, and its future, divided by that floor, would dominate the fitted
-                # noise (ETTh1's validation rows hold such stretches): such windows are left
-                # out of the fit, counted in uncertainty_skipped_windows_
-                keep = (std.reshape(batch, -1) > CONSTANT_STD).all(dim=1).cpu()
-                if module is self.members_[0]:
-                    skipped += int((~keep).sum())
-                if not phis:
-                    phis, targets = [[] for _ in range(n)], [[] for _ in range(n)]
-                for k in range(n):
-                    phis[k].append(phi[k * batch:(k + 1) * batch].cpu()[keep])
-                    targets[k].append(z[k].cpu()[keep])
-            if skipped == len(dataset):
-                raise ValueError(
-                    f"every one of the {len(dataset)} windows for the Laplace fit "
-                    f"(uncertainty_data={getattr(self, 'uncertainty_data', 'train')!r}) has a "
-                    "variable that is constant over its lookback; the noise cannot be fitted")
-            head = self._head_network(module).head
-            # each head run (segment) gets its own head, fitted on this member's features
-            self.laplace_.append([
-                LaplaceMixture([head], noise="per_output", batch_size=INFERENCE_BATCH)
-                .fit_members([torch.cat(p)], [torch.cat(t)]).components_[0]
-                for p, t in zip(phis, targets, strict=True)])
+            phis, targets, _, n_skipped, total = self._gather(module, values, check=k == 0)
+            if k == 0:
+                skipped = n_skipped
+            fit_data.append((phis, targets))
             self.uncertainty_seconds_.append(time.perf_counter() - start)
+        if skipped == total:
+            raise ValueError(
+                f"every one of the {total} windows for the Laplace fit "
+                f"(uncertainty_data={getattr(self, 'uncertainty_data', 'train')!r}) has a "
+                "variable that is constant over its lookback; the noise cannot be fitted")
+        start = time.perf_counter()
+        scales = PRIOR_SCALES if val_values is not None else (1.0,)
+        val = None if val_values is None else [self._gather(m, val_values)[:3]
+                                               for m in self.members_]
+        best = None
+        self.head_validation_mse_ = {}
+        for scale, heads in zip(scales, self._fit_heads(fit_data, scales), strict=True):
+            if val is None:
+                best = (0.0, scale, heads)
+                break
+            errors = []  # of the members' mean, in the scaled data's units
+            spread = val[0][2].double().numpy()
+            for j in range(len(heads[0])):
+                mean = sum(heads[k][j].predict(val[k][0][j]) for k in range(len(heads)))
+                errors.append((((mean / len(heads) - val[0][1][j].double().numpy()) * spread)
+                               ** 2).mean())
+            mse = float(np.mean(errors))
+            self.head_validation_mse_[f"{scale:g}"] = mse
+            if best is None or mse < best[0]:
+                best = (mse, scale, heads)
+        _, self.head_prior_scale_, self.laplace_ = best
+        share = (time.perf_counter() - start) / len(self.members_)
+        self.uncertainty_seconds_ = [s + share for s in self.uncertainty_seconds_]
         self.uncertainty_skipped_windows_ = skipped
         if skipped:
             warnings.warn(
-                f"{skipped} of {len(dataset)} windows were left out of the Laplace and noise fit: "
+                f"{skipped} of {total} windows were left out of the Laplace and noise fit: "
                 "a variable is constant over their lookback (uncertainty_skipped_windows_)",
                 UserWarning, stacklevel=3)
 

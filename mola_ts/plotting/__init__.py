@@ -19,12 +19,13 @@ headless machine); save it with ``fig.savefig(path)``. In Jupyter, after ``%matp
   routers of :mod:`mola_ts.nn` use, per layer and per expert, token or segment
   (:mod:`mola_ts.nn` itself never imports plotting).
 - :mod:`mola_ts.plotting.benchmark`: :func:`~mola_ts.plotting.benchmark.benchmark_chart`,
-  grouped bars from a benchmark's ``results.csv``.
+  grouped bars from a benchmark's ``results.csv``;
+  :func:`~mola_ts.plotting.benchmark.reliability_chart`, nominal against observed coverage.
 
 Every function is importable from here: ``from mola_ts.plotting import control_chart``.
 """
 
-from .benchmark import BENCHMARK_LAYOUTS, benchmark_chart
+from .benchmark import BENCHMARK_LAYOUTS, benchmark_chart, reliability_chart
 from .forecast import forecast_chart
 from .monitor import LEVEL_TITLES, contribution_chart, control_chart, monitor_chart
 from .nn import routing_heatmap
@@ -36,6 +37,7 @@ __all__ = [
     "contribution_chart",
     "routing_heatmap",
     "benchmark_chart",
+    "reliability_chart",
     "BENCHMARK_LAYOUTS",
     "LEVEL_TITLES",
 ]

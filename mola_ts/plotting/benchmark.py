@@ -169,3 +169,30 @@ def benchmark_chart(results: pd.DataFrame | str | os.PathLike, metric: str | Non
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def reliability_chart(results: pd.DataFrame, levels: Sequence[str]) -> Figure:
+    """Nominal against observed coverage, one panel per dataset and a line per method.
+
+    ``results`` holds ``coverageP`` columns for every P in ``levels`` (e.g. "50", "90") and
+    the columns dataset, method and (optionally) diversity, as ``mola-ts bench uncertainty``
+    writes them; the diagonal is perfect calibration.
+    """
+    names = list(dict.fromkeys(results["dataset"]))
+    fig = Figure(figsize=(4.2 * len(names), 4.0))
+    nominal = np.array([float(p) / 100 for p in levels])
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        part = results[results["dataset"] == name]
+        ax.plot([0.4, 1.0], [0.4, 1.0], color="grey", lw=1, ls="--", label="nominal")
+        for _, row in part.iterrows():
+            label = row["method"] if "diversity" not in row else \
+                f"{row['method']} ({row['diversity']})"
+            ax.plot(nominal, [row[f"coverage{p}"] for p in levels], marker="o", lw=1.2,
+                    label=label)
+        ax.set_title(name)
+        ax.set_xlabel("nominal coverage")
+        ax.set_ylabel("observed coverage (test)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

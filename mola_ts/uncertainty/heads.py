@@ -30,7 +30,8 @@ from torch import nn
 
 from mola_ts.uncertainty.laplace import LastLayerLaplace
 
-__all__ = ["fit_head_posterior", "laplace_state", "restore_laplace", "EVIDENCE_ROUNDS"]
+__all__ = ["fit_head_posterior", "fit_head_posteriors", "laplace_state", "restore_laplace",
+           "EVIDENCE_ROUNDS"]
 
 #: alternations of (MAP given lambda, sigma) and (lambda, sigma given the MAP)
 EVIDENCE_ROUNDS = 3
@@ -53,8 +54,20 @@ def _set_head(head: nn.Linear, theta: np.ndarray) -> None:
 
 def fit_head_posterior(features, targets, prior_head: nn.Linear, *, refit: bool = True,
                        noise: str = "per_output", rounds: int = EVIDENCE_ROUNDS,
-                       batch_size: int = 4096) -> LastLayerLaplace:
+                       prior_scale: float = 1.0, batch_size: int = 4096) -> LastLayerLaplace:
     """The last-layer Laplace of one member's head on its features (module docstring).
+
+    See :func:`fit_head_posteriors` for the parameters (one ``prior_scale`` here).
+    """
+    return fit_head_posteriors(features, targets, prior_head, refit=refit, noise=noise,
+                               rounds=rounds, prior_scales=(prior_scale,),
+                               batch_size=batch_size)[0]
+
+
+def fit_head_posteriors(features, targets, prior_head: nn.Linear, *, refit: bool = True,
+                        noise: str = "per_output", rounds: int = EVIDENCE_ROUNDS,
+                        prior_scales=(1.0,), batch_size: int = 4096) -> list[LastLayerLaplace]:
+    """The member's head posterior for each of ``prior_scales`` (one evidence fit shared).
 
     Parameters
     ----------
@@ -70,11 +83,18 @@ def fit_head_posterior(features, targets, prior_head: nn.Linear, *, refit: bool 
         ``prior_head`` as it is (prior centred on zero).
     noise : {"per_output", "shared"}
         One noise level per head output, or one for all.
+    prior_scales : sequence of float
+        Each multiplies the evidence-tuned prior precision before the last MAP solve (1: the
+        evidence's choice). A larger value keeps the head closer to ``prior_head``; the noise
+        is then the root mean squared residual of that MAP per output (its maximum-likelihood
+        value) and the Laplace is fitted around it. A caller chooses it on held-out data
+        (the forecasters: on the validation MSE).
 
     Returns
     -------
-    LastLayerLaplace
-        Fitted; its ``model`` is the head it describes (a new module when ``refit``).
+    list of LastLayerLaplace
+        One per prior scale, fitted; its ``model`` is the head it describes (a new module
+        when ``refit``).
     """
     if not isinstance(prior_head, nn.Linear):
         raise TypeError(f"prior_head must be an nn.Linear, got {type(prior_head).__name__}")
@@ -86,8 +106,11 @@ def fit_head_posterior(features, targets, prior_head: nn.Linear, *, refit: bool 
                          f"{tuple(targets.shape)} do not fit a head {prior_head.in_features} "
                          f"-> {prior_head.out_features} (same leading dimensions needed)")
     settings = {"structure": "kron", "noise": noise, "tune": True, "batch_size": batch_size}
+    scales = [float(x) for x in prior_scales]
+    if not scales or not all(np.isfinite(x) and x > 0 for x in scales):
+        raise ValueError(f"prior_scales must be positive floats, got {prior_scales!r}")
     if not refit:
-        return LastLayerLaplace(prior_head, **settings).fit(features, targets)
+        return [LastLayerLaplace(prior_head, **settings).fit(features, targets)] * len(scales)
     head = copy.deepcopy(prior_head).requires_grad_(False)
     bias = head.bias is not None
     theta0 = head.weight.detach().double().cpu().numpy()
@@ -108,7 +131,19 @@ def fit_head_posterior(features, targets, prior_head: nn.Linear, *, refit: bool 
         _set_head(head, theta)
         la = LastLayerLaplace(head, prior_mean=theta0, prior_precision=la.prior_precision_,
                               sigma_noise=la.sigma_noise_, **settings).fit(features, targets)
-    return la
+    out = []
+    for scale in scales:
+        if scale == 1.0:
+            out.append(la)
+            continue
+        lam = la.prior_precision_ * scale
+        s2 = la._noise_sigma() ** 2
+        rhs = q.T @ (cross / s2[None, :] + lam * theta0.T)
+        own = copy.deepcopy(head)
+        _set_head(own, (q @ (rhs / (e[:, None] / s2[None, :] + lam))).T)
+        out.append(LastLayerLaplace(own, prior_mean=theta0, prior_precision=lam,
+                                    **{**settings, "tune": False}).fit(features, targets))
+    return out
 
 
 def laplace_state(la: LastLayerLaplace) -> dict:

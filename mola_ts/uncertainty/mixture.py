@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from mola_ts.uncertainty.distribution import GaussianMixture
-from mola_ts.uncertainty.heads import fit_head_posterior
+from mola_ts.uncertainty.heads import fit_head_posterior, fit_head_posteriors
 from mola_ts.uncertainty.laplace import LastLayerLaplace
 
 __all__ = ["LaplaceMixture"]
@@ -113,6 +113,12 @@ class LaplaceMixture(BaseEstimator):
             for head, f, t in zip(models, features, targets, strict=True)]
         self.n_components_ = len(self.components_)
         return self
+
+    def _fit_one(self, features, targets, *, prior_scales=(1.0,)) -> list[LastLayerLaplace]:
+        """One component's head posterior on its own features (models[0] as the prior), for
+        each prior scale (:func:`~mola_ts.uncertainty.heads.fit_head_posteriors`)."""
+        return fit_head_posteriors(features, targets, self.models[0], noise=self.noise,
+                                   prior_scales=prior_scales, batch_size=self.batch_size)
 
     @classmethod
     def from_components(cls, components: Sequence[LastLayerLaplace]) -> LaplaceMixture:
