@@ -190,10 +190,15 @@ class MonitorService:
     def _score(self, batch: Batch) -> list[str]:
         stream, live = self.stream, self.live
         before = stream.get_state()
-        index = pd.DatetimeIndex(pd.to_datetime(batch.times_ns, utc=True))
-        frame = pd.DataFrame(batch.values, index=index, columns=self.columns)
+        if len(batch.times) == 1:  # one sample: the stream's fast path for a Series
+            rows_in = pd.Series(batch.values[0], index=self.columns,
+                                name=pd.Timestamp(int(batch.times_ns[0]), tz="UTC"))
+        else:
+            rows_in = pd.DataFrame(batch.values, columns=self.columns,
+                                   index=pd.DatetimeIndex(pd.to_datetime(batch.times_ns,
+                                                                         utc=True)))
         try:
-            scored = stream.update(frame)
+            scored = stream.update(rows_in)
         except ValueError as exc:  # the stream's dropout policy or its time order
             raise InputError(str(exc)) from None
         rows, changes, events = [], [], []
