@@ -179,7 +179,7 @@ def reliability_chart(results: pd.DataFrame, levels: Sequence[str]) -> Figure:
     writes them; the diagonal is perfect calibration.
     """
     names = list(dict.fromkeys(results["dataset"]))
-    fig = Figure(figsize=(4.2 * len(names), 4.0))
+    fig = Figure(figsize=(4.6 * len(names), 4.2))
     nominal = np.array([float(p) / 100 for p in levels])
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
@@ -193,6 +193,6 @@ def reliability_chart(results: pd.DataFrame, levels: Sequence[str]) -> Figure:
         ax.set_title(name)
         ax.set_xlabel("nominal coverage")
         ax.set_ylabel("observed coverage (test)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
