@@ -1,5 +1,7 @@
 """Per-member heads with their own Laplace posterior (uncertainty spec §2, §5)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,33 @@ def test_bad_input_is_rejected():
         fit_head_posterior(x, y, nn.Sequential(nn.Linear(2, 1)))
     with pytest.raises(ValueError, match="do not fit a head"):
         fit_head_posterior(x, y, nn.Linear(3, 1).double())
+
+
+def test_an_own_head_posterior_matches_laplace_torch_with_its_prior_mean():
+    """Oracle: laplace-torch's last-layer Laplace (a test requirement) on a network ending with
+    the refitted head, with the same prior precision, noise and prior mean (the old head)."""
+    laplace = pytest.importorskip("laplace")
+    torch.manual_seed(3)
+    body = nn.Sequential(nn.Linear(3, 6), nn.Tanh())
+    x, y = torch.randn(300, 3), torch.randn(300, 2)
+    with torch.no_grad():
+        feats = body(x)
+    prior = nn.Linear(6, 2)
+    la = fit_head_posterior(feats, y, prior, noise="shared")
+    net = nn.Sequential(body, copy.deepcopy(la.model).requires_grad_(True))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=50)
+    theirs = laplace.Laplace(net, "regression", subset_of_weights="last_layer",
+                             hessian_structure="full", sigma_noise=float(la.sigma_noise_),
+                             prior_precision=float(la.prior_precision_),
+                             prior_mean=torch.cat([prior.weight.detach().ravel(),
+                                                   prior.bias.detach()]))
+    theirs.fit(loader)
+    x_new = torch.randn(8, 3)
+    f_mu, f_var = theirs(x_new, pred_type="glm")
+    with torch.no_grad():
+        split = la.predict_distribution(body(x_new)).variance_decomposition()
+    np.testing.assert_allclose(split["laplace"],
+                               torch.diagonal(f_var, dim1=-2, dim2=-1).detach().numpy(),
+                               rtol=1e-3)
+    assert la.log_marginal_likelihood_ == pytest.approx(
+        float(theirs.log_marginal_likelihood()), rel=1e-4)
