@@ -77,16 +77,19 @@ def test_adapt_trains_only_the_new_modes_adapter(source):
         rank * (la.in_features + la.out_features) for la in lora_layers(net).values())
 
 
-@pytest.mark.parametrize("limit", ["source", "parametric"])
-def test_adapted_monitor_stops_the_flood_of_false_alarms(source, limit):
+@pytest.mark.parametrize(("limit", "scale"), [("source", "source"), ("parametric", "new")])
+def test_adapted_monitor_stops_the_flood_of_false_alarms(source, limit, scale):
     test = _new_mode(3000, 7)
     assert source.predict(test).mean() > 0.5  # the source monitor floods in the new mode
-    adapted = copy.deepcopy(source).adapt(_new_mode(160, 3), mode=2, limit=limit)
+    adapted = copy.deepcopy(source).adapt(_new_mode(160, 3), mode=2, limit=limit, scale=scale)
     assert adapted.predict(test).mean() < 0.05
     faulty = test.copy()
     faulty[1500:, 1] += 30.0  # ten new-mode residual standard deviations
     assert adapted.predict(faulty)[1500:1510].any()
     assert adapted.calibration_["adapted"]["limit"] == limit
+    assert adapted.calibration_["adapted"]["scale"] == scale
+    if scale == "source":
+        np.testing.assert_array_equal(adapted.scale_, source.scale_)
 
 
 def test_adapt_leaves_its_input_alone_and_streams_equal_batches(source):
@@ -116,6 +119,8 @@ def test_adapt_refuses_bad_requests(source):
         ResidualMonitor().fit(_process(300, 0.8, 1, 0, 0)).adapt(x)
     with pytest.raises(ValueError, match="limit must be one of"):
         copy.deepcopy(source).adapt(x, limit="empirical")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        copy.deepcopy(source).adapt(x, scale="robust")
     with pytest.raises(ValueError, match="columns"):
         copy.deepcopy(source).adapt(x[:, :3])
     with pytest.raises(ValueError, match="at least"):
@@ -124,3 +129,26 @@ def test_adapt_refuses_bad_requests(source):
         copy.deepcopy(source).adapt(x, mode="source")
     with pytest.raises(ValueError, match="task must lie"):
         LoRAMoEPredictor(hidden=2, n_modes=2).fit([x]).adapt([x], 2)
+
+
+def test_bench_adapt_plans_disjoint_stretches_and_seeds():
+    import argparse
+
+    import pandas as pd
+
+    from mola_ts.bench.adapt import _SLICES, _plan, _split
+
+    args = argparse.Namespace(modes=[2, 3], hours=[2.0, 8.0, 24.0], train_runs=4,
+                              disturbances=["idv_01", "idv_04"], quick=False)
+    plan = _plan(args)
+    seeds = [job["seed"] for job in plan["train"]] + [
+        job["seed"] for k in (2, 3) for jobs in plan[k].values() for job in jobs]
+    assert len(seeds) == len(set(seeds))  # every run its own seed
+    assert all(job["mode"] == k for k in (2, 3) for jobs in plan[k].values() for job in jobs)
+    long = pd.DataFrame({"x": np.arange(20 * 168)})
+    parts = _split(long, 1.0)
+    rows = sorted((int(p[0]["x"].iloc[0]), int(p[0]["x"].iloc[-1])) for p in parts.values())
+    assert all(a[1] < b[0] for a, b in zip(rows, rows[1:], strict=False))  # no overlap
+    assert {role: len(p[0]) for role, p in parts.items()} == {
+        role: 20 * (b - a) for role, (a, b) in _SLICES.items()}
+    assert parts["adapt"][0].index[0] < parts["normal"][0].index[0]  # tests come later

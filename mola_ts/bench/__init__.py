@@ -10,6 +10,9 @@ __all__ = ["BENCHMARKS", "DEMOS"]
 
 # command name -> (module, one-line help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "adapt": ("mola_ts.bench.adapt",
+              "residual monitor moved from mode 1 to modes 2..6 of simulated TEP: adapted vs "
+              "unchanged, retrained, PCA/DPCA refitted"),
     "kernels": ("mola_ts.bench.kernels",
                 "fused LoRA-MoE kernels vs reference: GPU time and memory, or CPU correctness"),
     "forecast": ("mola_ts.bench.forecast",

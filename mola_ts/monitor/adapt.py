@@ -6,9 +6,12 @@ needs weeks of data: 2, 8 or 24 hours (40, 160, 480 samples) are too few for a n
 empirical 1 % limits. :func:`adapt_residual_monitor` (``ResidualMonitor.adapt``) keeps what
 transfers and re-learns the rest from the new data ``X``:
 
-1. **standardisation**: every variable's mean and standard deviation are those of ``X``
-   (setpoints and spreads move with the mode; the source values would leave the new data many
-   standard deviations off);
+1. **standardisation**: every variable is centred on its mean in ``X`` (setpoints move with the
+   mode; the source means would leave the new data many standard deviations off). Its scale
+   stays the source's (``scale="source"``, default) or is the standard deviation in ``X``
+   (``"new"``): a few hours of a slowly wandering variable show only part of its spread, and
+   the trunk's couplings were learnt in the source units, so the source scale transfers better
+   (measured on validation data, docs/how-to/mode-adaptation.md);
 2. **predictor**: the new mode's LoRA-MoE expert is trained on ``X`` with the shared trunk frozen
    (:meth:`~mola_ts.monitor.lora_predictor.LoRAMoEPredictor.adapt`);
 3. **residual scales** (``rescale=True``): the source residual covariance ``C`` keeps its
@@ -40,9 +43,10 @@ from .base import check_finite_scale, validate_fit_runs
 from .charts import step_scale, t2_statistic
 from .predictor import lag_matrix
 
-__all__ = ["adapt_residual_monitor", "ADAPT_LIMITS"]
+__all__ = ["adapt_residual_monitor", "ADAPT_LIMITS", "ADAPT_SCALES"]
 
 ADAPT_LIMITS = ("source", "parametric")
+ADAPT_SCALES = ("new", "source")
 
 
 def _slot(monitor, mode) -> int:
@@ -96,7 +100,7 @@ def _moment_limit(scores: np.ndarray, alpha: float) -> tuple[float, dict[str, fl
 
 
 def adapt_residual_monitor(monitor, X, *, mode=None, limit: str = "source",
-                           rescale: bool = True, n_folds: int = 2) -> Any:
+                           rescale: bool = True, scale: str = "source", n_folds: int = 2) -> Any:
     """Adapt a fitted ``ResidualMonitor(predictor="lora-moe")`` to a new mode in place.
 
     See the module doc for the steps; returns the monitor, which from then on scores the new
@@ -111,6 +115,8 @@ def adapt_residual_monitor(monitor, X, *, mode=None, limit: str = "source",
                          f"{monitor.predictor!r}")
     if limit not in ADAPT_LIMITS:
         raise ValueError(f"limit must be one of {ADAPT_LIMITS}, got {limit!r}")
+    if scale not in ADAPT_SCALES:
+        raise ValueError(f"scale must be one of {ADAPT_SCALES}, got {scale!r}")
     if not isinstance(rescale, (bool, np.bool_)):
         raise TypeError(f"rescale must be a bool, got {rescale!r}")
     check_number(n_folds, "n_folds", min_val=2)
@@ -128,10 +134,11 @@ def adapt_residual_monitor(monitor, X, *, mode=None, limit: str = "source",
         raise ValueError(f"X has {total} rows; at least {needed} are needed to adapt a VAR({p}) "
                          f"predictor with {n_folds} out-of-fold blocks (n_samples={total})")
     all_rows = np.concatenate(values)
-    mean, scale = all_rows.mean(axis=0), all_rows.std(axis=0, ddof=1)
-    check_finite_scale(mean, scale, runs.columns, " in the new mode's data")
+    mean = all_rows.mean(axis=0)
+    spread = all_rows.std(axis=0, ddof=1) if scale == "new" else monitor.scale_.copy()
+    check_finite_scale(mean, spread, runs.columns, " in the new mode's data")
     slot = _slot(monitor, mode)
-    residuals, moves, steps = _oof_residuals(monitor, values, mean, scale, slot, int(n_folds))
+    residuals, moves, steps = _oof_residuals(monitor, values, mean, spread, slot, int(n_folds))
     e = np.concatenate(residuals)
     if rescale:
         cov = np.linalg.inv(monitor.precision_)
@@ -139,8 +146,8 @@ def adapt_residual_monitor(monitor, X, *, mode=None, limit: str = "source",
         ratio = np.where(ratio > 0, ratio, 1.0)
         monitor.precision_ = monitor.precision_ / np.outer(ratio, ratio)
         monitor.step_scale_ = steps
-    monitor.mean_, monitor.scale_ = mean, scale
-    monitor.predictor_.adapt([(v - mean) / scale for v in values if len(v) > p], slot)
+    monitor.mean_, monitor.scale_ = mean, spread
+    monitor.predictor_.adapt([(v - mean) / spread for v in values if len(v) > p], slot)
     t2 = [t2_statistic(r, 0.0, monitor.precision_) for r in residuals]  # as the monitor's
     if limit == "parametric":
         t2_all = np.concatenate(t2)
@@ -149,6 +156,7 @@ def adapt_residual_monitor(monitor, X, *, mode=None, limit: str = "source",
     smoothed = [monitor._smooth(t, monitor._initial_smooth(), np.ones(len(t), dtype=bool))[0]
                 for t in t2]
     info: dict[str, Any] = {"limit": limit, "rescale": bool(rescale), "n_folds": int(n_folds),
+                            "scale": scale,
                             "n_samples": total, "mode": monitor.modes_[slot], "slot": slot}
     if limit == "parametric":
         monitor.limits_ = dict(monitor.limits_)

@@ -295,19 +295,21 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         return self
 
     def adapt(self, X, mode=None, *, limit: str = "source", rescale: bool = True,
-              n_folds: int = 2) -> ResidualMonitor:
+              scale: str = "source", n_folds: int = 2) -> ResidualMonitor:
         """Adapt to a new operating mode from its normal data ``X`` (``predictor="lora-moe"``).
 
-        Trains only the new mode's LoRA-MoE expert (the trunk stays frozen), takes the
-        standardisation from ``X``, re-scales the residual covariance from out-of-fold
-        residuals of ``X`` (``rescale``) and keeps the source limits (``limit="source"``) or
-        fits a parametric one (``"parametric"``); ``mode`` labels the new mode. The monitor
+        Trains only the new mode's LoRA-MoE expert (the trunk stays frozen), centres the
+        variables on the means of ``X`` (``scale="source"`` keeps the source standard
+        deviations, ``"new"`` takes those of ``X``), re-scales the residual covariance from
+        out-of-fold residuals of ``X`` (``rescale``) and keeps the source limits
+        (``limit="source"``) or fits a parametric one (``"parametric"``); ``mode`` labels the
+        new mode. The monitor
         then scores the new mode. See :func:`~mola_ts.monitor.adapt.adapt_residual_monitor`.
         """
         from .adapt import adapt_residual_monitor
 
         return adapt_residual_monitor(self, X, mode=mode, limit=limit, rescale=rescale,
-                                      n_folds=n_folds)
+                                      scale=scale, n_folds=n_folds)
 
     def _held_out_scores(self) -> np.ndarray:
         """The out-of-fold alarm statistic (also behind a parametric limit)."""
