@@ -144,7 +144,7 @@ def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="adapter"):
         _mola(adapter="dora").fit(y)
     with pytest.raises(ValueError, match="router"):
-        _mola(router="topk").fit(y)
+        _mola(router="bogus").fit(y)
     with pytest.raises(ValueError, match="backbone must be one of"):
         DirectForecaster(24, 8, backbone="lstm", epochs=1).fit(y)
     with pytest.raises(ValueError, match="horizon == 0, must be >= 1"):

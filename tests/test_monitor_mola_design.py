@@ -162,12 +162,14 @@ def test_the_first_design_is_reachable_and_its_files_load_and_score_as_before(tm
     stream = MonitorStream.load(DATA / "mola_v1_stream.pt")
     np.testing.assert_allclose(stream.update(X.iloc[50:60]).PFI.to_numpy(),
                                expected["stream_next_pfi"], rtol=1e-9, atol=1e-300)
-    # the same settings fitted today give the same model, bit for bit
+    # the same settings fitted today give the same model, up to float32 rounding: the training
+    # runs in float32 and its sums round differently on other CPUs and BLAS builds (a fresh
+    # environment measured relative differences up to 1.9e-5 from the stored run)
     refit = MOLAMonitor(blocks={"b1": ["a", "b"], "b2": ["c", "d"]}, window=3, hidden_size=4,
                         code_size=2, epochs=2, patience=20, design="level", limit="holdout",
                         fusion_scale="probability", cusum_allowance=0.5,
                         code_statistics="fit").fit(X)
-    np.testing.assert_allclose(refit.statistics(X).PFI.to_numpy()[done], old[done], rtol=1e-9,
+    np.testing.assert_allclose(refit.statistics(X).PFI.to_numpy()[done], old[done], rtol=1e-4,
                                atol=1e-300)
     # and a re-saved old model keeps its design
     back = MOLAMonitor.load(monitor.save(tmp_path / "again.pt"))

@@ -193,7 +193,9 @@ def test_datasets_multiple_inputs_and_numpy_give_the_same_fit():
     c = LastLayerLaplace(model).fit((x.numpy(), scale.numpy()), y.numpy())
     for other in (b, c):
         np.testing.assert_allclose(a.gram_, other.gram_, rtol=1e-5)
-        np.testing.assert_allclose(a.predict(data), other.predict((x, scale)), rtol=1e-6)
+        # float32 forward passes in other batch sizes: equal up to float32 rounding
+        np.testing.assert_allclose(a.predict(data), other.predict((x, scale)), rtol=1e-6,
+                                   atol=1e-6)
     assert a.head_name_ == "head"
 
 
