@@ -161,19 +161,6 @@ def test_defaults_are_the_papers():
     assert check_layers({"n_experts": 6}, params={"n_experts": 6})["n_experts"] == 6
 
 
-def test_the_frozen_foundation_runs_without_dropout_while_adapting(series, foundation):
-    model = _model(foundation, {"shared_A": True, "dropconnect": 0.1}).fit(series)
-    module = model.model_.train()
-    dropouts = [m for m in module.network.modules() if isinstance(m, torch.nn.Dropout)]
-    assert dropouts and not any(m.training for m in dropouts)
-    assert all(layer.training for layer in lora_layers(module.network).values())
-    x = torch.as_tensor(series[:12], dtype=torch.float32)[None]
-    with torch.no_grad():  # the frozen path is deterministic; only DropConnect draws
-        module.eval()
-        first = module(x)
-        torch.testing.assert_close(module(x), first)
-
-
 def test_segments_per_step_trains_drawn_segments(series, foundation, monkeypatch):
     from mola_ts.forecast import adapters
 

@@ -53,9 +53,6 @@ class SegmentAdapter(nn.Module):
 
     Notes
     -----
-    The frozen foundation always runs as at inference (eval mode: no dropout), in training
-    too; only the adapters' own dropout and DropConnect follow ``train()``. So the frozen
-    computation is deterministic and costs no random draws.
 
     When the backbone exposes ``forward_prefix`` / ``forward_suffix`` and no adapted module
     lies in its ``PREFIX_MODULES`` (the iTransformer and patch backbones with the default
@@ -102,14 +99,6 @@ class SegmentAdapter(nn.Module):
         self.register_buffer("active", torch.ones(self.n_segments, dtype=torch.bool),
                              persistent=False)
         self._frozen: list[tuple[torch.Tensor, int, int, int, torch.Tensor]] = []
-
-    def train(self, mode: bool = True) -> SegmentAdapter:
-        """Train mode for the adapters only: the frozen foundation stays in eval mode."""
-        super().train(mode)
-        self.network.eval()
-        for layer in lora_layers(self.network).values():
-            layer.train(mode)
-        return self
 
     def training_segments(self) -> torch.Tensor:
         """The segments of the next training step: the active ones, or ``segments_per_step``
