@@ -215,15 +215,7 @@ def load_estimator(path: str | os.PathLike, expected_class: str | None = None
     format version, or of another class than ``expected_class``.
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, not a saved estimator file")
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved estimator at {path}: the file does not exist")
-    outer = _torch_load(path, path, "the file")
-    if not isinstance(outer, dict) or outer.get("magic") != MAGIC:
-        raise EstimatorFileError(
-            f"{path} lacks the mola_ts magic marker {MAGIC!r}: not a saved estimator"
-        )
+    outer = _read_outer(path)
     version = outer.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise EstimatorFileError(f"{path} has an invalid format version {version!r}")
@@ -272,17 +264,24 @@ def saved_class(path: str | os.PathLike) -> str:
     ``load`` to call); the same errors as :func:`load_estimator` for a missing or foreign
     file. The payload is not read: load the file to check it."""
     path = Path(path)
+    outer = _read_outer(path)
+    if not isinstance(outer.get("class"), str):
+        raise EstimatorFileError(f"{path} records no estimator class: not a saved estimator")
+    return outer["class"]
+
+
+def _read_outer(path: Path) -> dict:
+    """The outer record of a saved estimator file, checked for its magic marker."""
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a saved estimator file")
     if not path.is_file():
         raise FileNotFoundError(f"no saved estimator at {path}: the file does not exist")
     outer = _torch_load(path, path, "the file")
-    if not isinstance(outer, dict) or outer.get("magic") != MAGIC or \
-            not isinstance(outer.get("class"), str):
+    if not isinstance(outer, dict) or outer.get("magic") != MAGIC:
         raise EstimatorFileError(
             f"{path} lacks the mola_ts magic marker {MAGIC!r}: not a saved estimator"
         )
-    return outer["class"]
+    return outer
 
 
 class SaveLoadMixin:
