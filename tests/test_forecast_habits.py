@@ -65,12 +65,15 @@ def _short_gdp_like(n: int = 120) -> pd.DataFrame:
 def test_segments_that_never_improve_warn_and_roll_the_foundation_out():
     y = _short_gdp_like()
     # lr so small that adaptation cannot beat the foundation on any segment: every segment
-    # stops at epoch 0 and the adapter is the foundation repeated along the horizon
+    # stops at epoch 0 and the adapter is the foundation repeated along the horizon; a
+    # foundation that learned the trend rolls out better than that on the validation rows
     model = MoLAForecaster(16, 8, segment_length=4, backbone_params=TINY, n_experts=2, rank=2,
-                           epochs=3, patience=1, lr=1e-12, foundation_epochs=2)
+                           epochs=3, patience=1, lr=1e-12, foundation_epochs=20,
+                           foundation_lr=1e-2)
     with pytest.warns(DegenerateSegmentsWarning, match="every segment"):
         model.fit(y)
     assert model.rollout_segments_ == [0, 1]
+    assert model.rollout_val_loss_[1] < model.segment_val_loss_[1]
     forecast = model.predict().to_numpy()[:, 0]
     fnd = model.foundation_
     first = fnd.predict().to_numpy()[:, 0]
@@ -80,6 +83,27 @@ def test_segments_that_never_improve_warn_and_roll_the_foundation_out():
     second = fnd.predict(y_context=pd.DataFrame(window, columns=["realgdp"])).to_numpy()[:, 0]
     np.testing.assert_allclose(forecast[4:], second, rtol=1e-6)
     assert not np.allclose(forecast[4:], forecast[:4])
+
+
+def test_a_roll_out_worse_on_validation_keeps_the_adapters(monkeypatch):
+    import mola_ts.forecast.segments as segments
+
+    real = segments.recursive_rollout
+    # a roll-out far off the data: its validation loss loses to the adapters on every segment
+    monkeypatch.setattr(segments, "recursive_rollout",
+                        lambda step, windows, k: real(step, windows, k) + 1e4)
+    y = _short_gdp_like()
+    model = MoLAForecaster(16, 8, segment_length=4, backbone_params=TINY, n_experts=2, rank=2,
+                           epochs=3, patience=1, lr=1e-12, foundation_epochs=2)
+    with pytest.warns(DegenerateSegmentsWarning, match=r"their adapters forecast \[0, 1\]"):
+        model.fit(y)
+    assert model.rollout_segments_ == []
+    assert (model.rollout_val_loss_ > model.segment_val_loss_).all()
+    forecast = model.predict().to_numpy()[:, 0]
+    first = model.foundation_.predict().to_numpy()[:, 0]
+    # the unadapted adapters: the foundation's first segment for both segments
+    np.testing.assert_allclose(forecast[:4], first, rtol=1e-5)
+    np.testing.assert_allclose(forecast[4:], first, rtol=1e-5)
 
 
 def test_a_normal_fit_rolls_nothing_out(toy_frame):

@@ -15,9 +15,8 @@ Forecasting" (arXiv 2505.17872); see ``specs/forecasting.md``.
 gates); ``router="ldmole"`` replaces the static segment logits by LD-MoLE dynamic routing fed
 with a learned segment embedding and a projection of the normalised window.
 
-This module owns the estimator, :class:`MoLAForecaster` (parameters, the two training stages,
-foundation reuse, save/load); the adapted network, its training objective and its per-segment
-early stopping are in :mod:`mola_ts.forecast.adapters`.
+This module owns the estimator :class:`MoLAForecaster`; the adapted network, its objective and
+per-segment early stopping are in :mod:`mola_ts.forecast.adapters`.
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ from .segments import (
     mean_segment_history,
     never_improved,
     recursive_rollout,
+    segment_losses,
 )
 
 __all__ = ["MoLAForecaster"]
@@ -167,9 +167,12 @@ class MoLAForecaster(DiversityMixin, NeuralForecaster):
         Per-epoch adaptation losses, both the mean over segments (scaled units):
         ``train_loss`` over the segments still training that epoch, ``val_loss`` over all.
     rollout_segments_ : list of int
-        Segments adaptation never improved over the foundation (a short series); their
-        forecasts come from the foundation rolled out recursively, and a
-        :class:`~mola_ts.forecast.DegenerateSegmentsWarning` said so. Usually empty.
+        Segments adaptation never improved over their starting point (a
+        :class:`~mola_ts.forecast.DegenerateSegmentsWarning` says which) whose forecasts come
+        from the foundation rolled out recursively, because its validation loss was lower than
+        the adapter's. Usually empty.
+    rollout_val_loss_ : ndarray of shape (n_segments,) or None
+        The roll-out's validation loss per segment, where that comparison was made.
     seed_ : int
         The seed drawn from ``random_state`` at fit (an int is used as it is).
     segment_val_loss_ : ndarray
@@ -427,15 +430,24 @@ class MoLAForecaster(DiversityMixin, NeuralForecaster):
         self.members_ = members
         self.member_seconds_ = seconds
         self._set_timings()
-        self._check_degenerate(sorted(stale))
+        self._check_degenerate(sorted(stale), val_values)
 
-    def _check_degenerate(self, stale: list[int]) -> None:
-        """Warn about segments adaptation never improved; roll the foundation out for them
-        (not possible with covariates: the warning alone)."""
-        fallback = not self.n_covariates_
-        self.rollout_segments_ = stale if fallback else []
+    def _check_degenerate(self, stale: list[int], val_values: np.ndarray | None) -> None:
+        """Warn about segments adaptation never improved; for each, the foundation rolled out
+        replaces the adapter where its validation loss is lower (not with covariates: the
+        roll-out would need future covariates)."""
+        self.rollout_segments_, self.rollout_val_loss_ = [], None
+        if stale and not self.n_covariates_ and val_values is not None:
+            adapted, self.rollout_val_loss_ = segment_losses(
+                lambda w: NeuralForecaster._forecast(self, w), self.foundation_._forecast,
+                self._to_scaled, val_values, self.lookback, self.segment_length,
+                self.n_segments_, stride=self.validation_stride)
+            self.rollout_segments_ = [k for k in stale
+                                      if self.rollout_val_loss_[k] <= adapted[k]]
         if stale:
-            warnings.warn(degenerate_message(stale, self.n_segments_, fallback=fallback),
+            warnings.warn(degenerate_message(stale, self.n_segments_,
+                                             chosen=self.rollout_segments_,
+                                             covariates=bool(self.n_covariates_)),
                           DegenerateSegmentsWarning, stacklevel=6)
 
     def _forecast(self, windows: np.ndarray) -> np.ndarray:

@@ -129,8 +129,8 @@ class NeuralForecaster(CalibratedMixin, PredictiveMixin, SaveLoadMixin, BaseFore
             raise ValueError("uncertainty_data='validation' needs validation rows: give y_val "
                              "or a validation_fraction > 0")
         self.scaler_ = fit_scaler(train_values, self.scale)
+        self.laplace_ = None  # a refit's training forecasts through the new adapters only
         self._train_module(train_values, val_values)
-        self.laplace_ = None
         self.uncertainty_seconds_ = None
         self.uncertainty_skipped_windows_ = None
         if self._uncertainty() is not None:

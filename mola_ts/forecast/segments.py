@@ -5,9 +5,11 @@ On a short series the per-segment adaptation can fail to beat its starting point
 validation rows for every segment: each stops at epoch 0, and the restored adapter is the
 foundation itself, which forecasts the first ``segment_length`` steps for *every* segment (the
 same values repeated along the horizon). :class:`~mola_ts.forecast.MoLAForecaster` then warns
-with :class:`DegenerateSegmentsWarning` and forecasts those segments by rolling the foundation
-forward (:func:`recursive_rollout`: each forecast segment is appended to the window that
-forecasts the next), which is the sound forecast a one-segment model can give. With covariates
+with :class:`DegenerateSegmentsWarning` and compares, on the validation windows, each such
+segment's adapter with the foundation rolled forward (:func:`recursive_rollout`: each forecast
+segment is appended to the window that forecasts the next); the one with the lower validation
+loss forecasts the segment (:func:`segment_losses`). On long series the adapter often wins: a
+segment that never improved is then one whose starting point was already good. With covariates
 the roll-out would need future covariates, so only the warning is given.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["DegenerateSegmentsWarning", "never_improved", "mean_segment_history",
-           "recursive_rollout", "degenerate_message"]
+           "recursive_rollout", "segment_losses", "degenerate_message"]
 
 
 class DegenerateSegmentsWarning(UserWarning):
@@ -67,17 +69,53 @@ def recursive_rollout(step: Callable[[np.ndarray], np.ndarray], windows: np.ndar
     return np.concatenate(outs, axis=1)
 
 
-def degenerate_message(segments: list[int], n_segments: int, *, fallback: bool) -> str:
-    """The warning's text: which segments, why it happens and what to do."""
+def segment_losses(adapted: Callable[[np.ndarray], np.ndarray],
+                   step: Callable[[np.ndarray], np.ndarray],
+                   scale: Callable[[np.ndarray], np.ndarray], values: np.ndarray,
+                   lookback: int, segment_length: int, n_segments: int, *,
+                   stride: int = 1, chunk_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-segment MSE (on the scale ``scale`` maps to) of two forecasts on the sliding windows
+    of ``values`` (time, C) every ``stride`` rows: ``adapted`` (windows -> the whole horizon)
+    and ``step`` rolled out recursively, ``chunk_size`` windows at a time. Returns (adapted,
+    rolled), each of length n_segments.
+    """
+    span = lookback + segment_length * n_segments
+    n_vars = values.shape[1]
+    starts = np.arange(0, len(values) - span + 1, max(int(stride), 1))
+    sums = np.zeros((2, n_segments))
+    for chunk in np.array_split(starts, max(1, -(-len(starts) // chunk_size))):
+        blocks = np.stack([values[i:i + span] for i in chunk])
+        windows = blocks[:, :lookback]
+        target = scale(blocks[:, lookback:].reshape(-1, n_vars)).astype(np.float64)
+        for j, forecast in enumerate((adapted(windows),
+                                      recursive_rollout(step, windows, n_segments))):
+            err = (scale(forecast.reshape(-1, n_vars)).astype(np.float64) - target) ** 2
+            sums[j] += err.reshape(len(chunk), n_segments, -1).sum(axis=(0, 2))
+    means = sums / (len(starts) * segment_length * n_vars)
+    return means[0], means[1]
+
+
+def degenerate_message(segments: list[int], n_segments: int, *, chosen: list[int],
+                       covariates: bool = False) -> str:
+    """The warning's text: which segments, what was done for each, why and what to do."""
     what = "every segment" if len(segments) == n_segments else \
         f"segments {segments} of {n_segments}"
-    then = ("their forecasts come from the foundation rolled out recursively "
-            "(rollout_segments_)" if fallback else
-            "with covariates no roll-out is possible (it would need future covariates), so "
-            "these segments repeat the foundation's first segment")
+    kept = [k for k in segments if k not in chosen]
+    if covariates:
+        then = ("with covariates no roll-out is possible (it would need future covariates), so "
+                "their adapters, still at their starting point, forecast them")
+    else:
+        parts = []
+        if chosen:
+            parts.append(f"the foundation rolled out recursively forecasts {chosen} "
+                         "(lower validation loss; rollout_segments_)")
+        if kept:
+            parts.append(f"their adapters forecast {kept} (lower validation loss than the "
+                         "roll-out; rollout_val_loss_ has the roll-out's)")
+        then = " and ".join(parts)
     return (
-        f"MoLA's adaptation never improved {what} over the foundation on the validation rows "
-        f"(their best validation loss is still the starting one); {then}. The series is "
-        "probably too short for per-segment adaptation: give more rows or a larger "
-        "validation set, raise patience, or use DirectForecaster"
+        f"MoLA's adaptation never improved {what} over its starting point on the validation "
+        f"rows (their best validation loss is still the starting one); {then}. On a short "
+        "series this means per-segment adaptation has too little data: give more rows or a "
+        "larger validation set, raise patience, or use DirectForecaster"
     )
