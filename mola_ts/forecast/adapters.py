@@ -17,8 +17,15 @@ import torch
 from torch import nn
 
 from ..data import check_number
-from ..nn import AllocationPlan, LoRAMoEConfig, collect_aux, inject, lora_layers, routing
-from ..nn.routers import MASKED_LOGIT
+from ..nn import (
+    AllocationPlan,
+    LoRAMoEConfig,
+    collect_aux,
+    inject,
+    lora_layers,
+    pin_task_gates,
+    routing,
+)
 from ..training import stage, unwrap_model
 from .backbones import InstanceNorm
 
@@ -77,12 +84,7 @@ class SegmentAdapter(nn.Module):
         if adapter == "lora":
             if config.n_experts != self.n_segments:
                 raise ValueError("adapter='lora' needs one expert per segment")
-            one_hot = torch.full((self.n_segments, self.n_segments), MASKED_LOGIT)
-            one_hot.fill_diagonal_(0.0)
-            for layer in lora_layers(self.network).values():
-                with torch.no_grad():
-                    layer.router.task_logits.copy_(one_hot)
-                layer.router.task_logits.requires_grad_(False)
+            pin_task_gates(self.network, self.n_segments)
         if self.dynamic:
             lookback = foundation.lookback
             generator = None if random_state is None else torch.Generator().manual_seed(

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn import LoRAMoEConfig, inject, lora_layers, merge_adapters, routing
-from ..nn.routers import MASKED_LOGIT
+from ..nn import LoRAMoEConfig, inject, lora_layers, merge_adapters, pin_task_gates, routing
 from .predictor import RidgeVAR, _design
 
 __all__ = ["LoRAMoEPredictor", "N_MODES", "ADAPTER_RANK"]
@@ -109,12 +108,8 @@ class LoRAMoEPredictor:
     def _build(self, trunk: _Trunk) -> None:
         self.network_ = trunk
         inject(self.network_, list(_LAYERS), self._config(), random_state=self._seed())
-        one_hot = torch.full((self.n_modes, self.n_modes), MASKED_LOGIT)
-        one_hot.fill_diagonal_(0.0)
+        pin_task_gates(self.network_, self.n_modes)
         for layer in lora_layers(self.network_).values():
-            with torch.no_grad():
-                layer.router.task_logits.copy_(one_hot)
-            layer.router.task_logits.requires_grad_(False)
             layer.lora_A.requires_grad_(False)
             layer.lora_B.requires_grad_(False)
 

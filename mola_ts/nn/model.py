@@ -8,7 +8,7 @@ per-sample task ids or routing vectors to every layer for the forwards of a ``wi
 each layer computed in the last forward, weighted by its config, and the routing statistics;
 :func:`merge_adapters` / :func:`unmerge_adapters` fold static gates into the base weights;
 :func:`remove_adapters` gives the base modules back; :func:`parameter_report` counts
-trainable and total parameters.
+trainable and total parameters; :func:`pin_task_gates` gives task k expert k alone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import AllocationPlan, LoRAMoEConfig
 from .layer import LoRAMoE, Route
-from .routers import LambdaMLP
+from .routers import MASKED_LOGIT, LambdaMLP
 
 __all__ = [
     "ParameterReport",
@@ -35,6 +35,7 @@ __all__ = [
     "collect_aux",
     "parameter_report",
     "lora_layers",
+    "pin_task_gates",
     "merge_adapters",
     "unmerge_adapters",
     "remove_adapters",
@@ -44,6 +45,17 @@ __all__ = [
 def lora_layers(model: nn.Module) -> dict[str, LoRAMoE]:
     """All LoRA-MoE layers of ``model`` by qualified name (in module order)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRAMoE)}
+
+
+def pin_task_gates(model: nn.Module, n_tasks: int) -> None:
+    """Step-specific experts: in every task-routed LoRA-MoE layer of ``model`` (``n_tasks``
+    experts), task k gets expert k alone (one-hot gates) and the gates are frozen."""
+    one_hot = torch.full((n_tasks, n_tasks), MASKED_LOGIT)
+    one_hot.fill_diagonal_(0.0)
+    for layer in lora_layers(model).values():
+        with torch.no_grad():
+            layer.router.task_logits.copy_(one_hot)
+        layer.router.task_logits.requires_grad_(False)
 
 
 def _matches(name: str, target_modules: str | Sequence[str]) -> bool:
