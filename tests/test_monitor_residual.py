@@ -76,7 +76,9 @@ def test_fold_models_never_see_their_held_out_rows(monkeypatch):
         warnings.simplefilter("ignore", LimitSupportWarning)
         monitor = ResidualMonitor(n_folds=3).fit(x)
     folds = time_block_folds([len(x)], 3)
-    assert len(seen) == 4  # three fold models, then the final one on everything
+    # three fold models, the final one on everything, then the Laplace mixture's 4 more
+    # members (n_ensemble None: 5 with the ridge VAR) on block-bootstrap resamples of it
+    assert len(seen) == 8
     for fold, segments in zip(folds, seen[:3], strict=True):
         rows = np.concatenate([x[s.start:s.stop] for s in fold.fit])
         mean, scale = rows.mean(axis=0), rows.std(axis=0, ddof=1)

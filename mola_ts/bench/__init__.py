@@ -13,6 +13,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "adapt": ("mola_ts.bench.adapt",
               "residual monitor moved from mode 1 to modes 2..6 of simulated TEP: adapted vs "
               "unchanged, retrained, PCA/DPCA refitted"),
+    "fault-probability": ("mola_ts.bench.fault_probability",
+                          "residual monitor's fault probability on simulated TEP: reliability "
+                          "table and ECE of the Laplace mixture and tail-model methods"),
     "kernels": ("mola_ts.bench.kernels",
                 "fused LoRA-MoE kernels vs reference: GPU time and memory, or CPU correctness"),
     "forecast": ("mola_ts.bench.forecast",

@@ -147,6 +147,7 @@ def adapt_residual_monitor(monitor, X, *, mode=None, limit: str = "source",
         monitor.precision_ = monitor.precision_ / np.outer(ratio, ratio)
         monitor.step_scale_ = steps
     monitor.mean_, monitor.scale_ = mean, spread
+    monitor.laplace_ = None  # the Laplace mixture describes the source mode's predictors
     monitor.predictor_.adapt([(v - mean) / spread for v in values if len(v) > p], slot)
     t2 = [t2_statistic(r, 0.0, monitor.precision_) for r in residuals]  # as the monitor's
     if limit == "parametric":

@@ -27,11 +27,12 @@ from sklearn.utils.validation import check_is_fitted
 from ..data import check_number, time_block_folds
 from ..persistence import SaveLoadMixin
 from ..training import resolve_seed
+from . import laplace_fault as lf
 from .base import MonitorMixin, check_finite_scale, check_random_state, validate_fit_runs
 from .calibration import calibrated_limit, finite_scores
 from .charts import cusum_upper, empirical_limit, ewma, freeze_statistic, step_scale
-from .lora_predictor import ADAPTER_RANK, N_MODES, LoRAMoEPredictor
-from .predictor import PREDICTORS, MLPPredictor, RidgeVAR, lag_matrix, make_predictor
+from .laplace_fault import LaplaceFaultMixin
+from .predictor import PREDICTORS, lag_matrix
 from .stream import MonitorStream
 
 __all__ = ["ResidualMonitor"]
@@ -40,7 +41,7 @@ _SMOOTHING = ("ewma", "cusum", "none")
 _LIMITS = ("crossfit", "parametric")
 
 
-class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
+class ResidualMonitor(LaplaceFaultMixin, MonitorMixin, SaveLoadMixin, BaseEstimator):
     """Innovations monitor: T^2 of one-step prediction residuals, smoothed, cross-fitted limit.
 
     Sign convention (like pyod): :meth:`score_samples` is the smoothed residual T^2 (higher =
@@ -91,8 +92,13 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
     alpha : float, default=0.01
         Target false-alarm rate of the limit.
     random_state : int, numpy RandomState or Generator, or None, default=0
-        Seeds the MLP predictor: one int seed (``seed_``) is drawn from it at fit; only an
-        int makes two fits give the same model. The ridge VAR does not use it.
+        Seeds the MLP predictor and the ensemble's bootstrap: one int seed (``seed_``) is
+        drawn from it at fit; only an int makes two fits give the same model.
+    n_ensemble : int or None, default=None
+        Members K of the Laplace mixture behind ``predict_fault_probability(method="laplace")``
+        (:mod:`.laplace_fault`): the predictor and K - 1 more trained on block-bootstrap
+        resamples. None: 5 with ``predictor="var"`` (milliseconds each), 1 with the neural
+        predictors (each member is a full training).
 
     Attributes
     ----------
@@ -113,6 +119,9 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         The out-of-fold smoothed statistic behind the limit (for calibration on top).
     seed_ : int
         The seed drawn from ``random_state`` at fit.
+    laplace_ : dict or None
+        The Laplace mixture's whitening and members (:mod:`.laplace_fault`); None after
+        :meth:`adapt` and absent in files saved before it existed (then ``"tail"`` is used).
     decision_scores_, labels_ : ndarray of shape (n_training_samples,)
         pyod's attributes: ``score_samples`` and alarms (1) of the training runs (in-sample,
         concatenated; see :class:`~mola_ts.monitor.base.MonitorMixin`).
@@ -135,13 +144,13 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
 
     _scoring_params = ("predictor", "order", "ridge", "hidden_size", "smoothing", "ewma_lambda",
                        "cusum_k", "freeze_check", "freeze_lambda", "limit", "n_folds", "alpha",
-                       "random_state")
+                       "random_state", "n_ensemble")
 
     def __init__(self, predictor: str = "var", order: int = 1, ridge: float = 1.0,
                  hidden_size: int = 32, smoothing: str = "ewma", ewma_lambda: float = 0.2,
                  cusum_k: float = 0.5, freeze_check: bool = True, freeze_lambda: float = 0.3,
                  limit: str = "crossfit", n_folds: int = 2, alpha: float = 0.01,
-                 random_state: int | None = 0):
+                 random_state: int | None = 0, n_ensemble: int | None = None):
         self.predictor = predictor
         self.order = order
         self.ridge = ridge
@@ -150,11 +159,10 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         self.ewma_lambda = ewma_lambda
         self.cusum_k = cusum_k
         self.freeze_check = freeze_check
-        self.freeze_lambda = freeze_lambda
-        self.limit = limit
-        self.n_folds = n_folds
+        self.freeze_lambda, self.limit, self.n_folds = freeze_lambda, limit, n_folds
         self.alpha = alpha
         self.random_state = random_state
+        self.n_ensemble = n_ensemble
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
@@ -184,14 +192,12 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         check_number(self.alpha, "alpha", numbers.Real, min_val=0.0, max_val=0.5,
                      include_boundaries="neither")
         check_random_state(self.random_state)
+        check_number(1 if self.n_ensemble is None else self.n_ensemble, "n_ensemble", min_val=1)
 
     # ------------------------------------------------------------------ fit
     def _new_predictor(self):
-        if self.predictor == "lora-moe":
-            return LoRAMoEPredictor(int(self.order), float(self.ridge), int(self.hidden_size),
-                                    random_state=self.seed_)
-        return make_predictor(self.predictor, int(self.order), float(self.ridge),
-                              hidden=int(self.hidden_size), random_state=self.seed_)
+        return lf.new_predictor(self.predictor, int(self.order), float(self.ridge),
+                                int(self.hidden_size), self.seed_)
 
     def fit(self, X, y=None) -> ResidualMonitor:
         """Fit on in-control data ``X`` (one run, or a list of runs with the same columns).
@@ -272,7 +278,10 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         else:
             scores = smoothed
         self.mean_, self.scale_ = mean, scale
-        self.predictor_ = self._new_predictor().fit([(v - mean) / scale for v in values])
+        standardised = [(v - mean) / scale for v in values]
+        self.predictor_ = self._new_predictor().fit(standardised)
+        self.laplace_ = lf.fit_laplace_members(
+            self, standardised, lf.default_members(self.predictor, self.n_ensemble))
         if self.predictor == "lora-moe":
             self.modes_, self.mode_ = ["source"], "source"
         self.feature_names_ = list(runs.columns)
@@ -303,8 +312,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         deviations, ``"new"`` takes those of ``X``), re-scales the residual covariance from
         out-of-fold residuals of ``X`` (``rescale``) and keeps the source limits
         (``limit="source"``) or fits a parametric one (``"parametric"``); ``mode`` labels the
-        new mode. The monitor
-        then scores the new mode. See :func:`~mola_ts.monitor.adapt.adapt_residual_monitor`.
+        new mode, which the monitor then scores (the Laplace mixture is dropped: ``laplace_``
+        None). See :func:`~mola_ts.monitor.adapt.adapt_residual_monitor`.
         """
         from .adapt import adapt_residual_monitor
 
@@ -468,14 +477,8 @@ class ResidualMonitor(MonitorMixin, SaveLoadMixin, BaseEstimator):
         state = dict(state)
         saved = state.pop("predictor_")
         super()._restore_state(state)
-        if self.predictor == "var":
-            self.predictor_ = RidgeVAR.from_state(saved, int(self.order), float(self.ridge))
-        elif self.predictor == "lora-moe":
-            self.predictor_ = LoRAMoEPredictor.from_state(saved, int(self.order), float(
-                self.ridge), int(self.hidden_size), n_modes=N_MODES, rank=ADAPTER_RANK)
-        else:
-            self.predictor_ = MLPPredictor.from_state(saved, int(self.order), float(self.ridge),
-                                                      int(self.hidden_size))
+        self.predictor_ = lf.restore_predictor(self.predictor, saved, int(self.order),
+                                               float(self.ridge), int(self.hidden_size))
 
 
 def _quantile(parts: list[np.ndarray], alpha: float) -> float:
