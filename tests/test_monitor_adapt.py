@@ -113,6 +113,21 @@ def test_adapted_monitor_saves_and_loads(source, tmp_path):
     assert loaded.modes_ == ["source", 3] and loaded.mode_ == 3
 
 
+def test_adapt_drops_the_laplace_mixture_of_the_source_mode(source, tmp_path):
+    assert len(source.laplace_["members"]) == 1  # n_ensemble None: 1 for a neural predictor
+    test = _new_mode(200, 9)
+    assert source.predict_fault_probability(test).attrs["method"] == "laplace"
+    adapted = copy.deepcopy(source).adapt(_new_mode(160, 6), mode=3)
+    assert adapted.laplace_ is None
+    out = adapted.predict_fault_probability(test)  # the tail model of the adapted statistic
+    assert out.attrs["method"] == "tail" and "p_value" in out.columns
+    with pytest.raises(ValueError, match="no Laplace posterior"):
+        adapted.predict_fault_probability(test, method="laplace")
+    loaded = ResidualMonitor.load(adapted.save(tmp_path / "adapted.pt"))
+    assert loaded.laplace_ is None
+    np.testing.assert_array_equal(loaded.predict_proba(test), adapted.predict_proba(test))
+
+
 def test_adapt_refuses_bad_requests(source):
     x = _new_mode(160, 9)
     with pytest.raises(ValueError, match="predictor='lora-moe'"):
