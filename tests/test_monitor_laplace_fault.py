@@ -185,3 +185,12 @@ def test_reliability_table_and_ece():
     table = reliability_table(p, y)
     assert table["count"].sum() == 6 and table.loc[9, "observed"] == 0.75
     assert expected_calibration_error(p, y) == pytest.approx((2 * 0.05 + 4 * 0.2) / 6)
+
+
+def test_the_band_is_computed_in_row_blocks_with_the_same_result(single, monkeypatch):
+    import mola_ts.monitor.laplace_fault as laplace_fault
+
+    x = _process(700, 12, fault_share=0.2, scale=2.0)[0]
+    whole = single.predict_fault_probability(x)
+    monkeypatch.setattr(laplace_fault, "_CHUNK", 64)
+    pd.testing.assert_frame_equal(single.predict_fault_probability(x), whole)

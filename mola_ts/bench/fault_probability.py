@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normal-hours", type=float, default=50.0)
     parser.add_argument("--fault-hours", type=float, default=11.0)
     parser.add_argument("--onset-hours", type=float, default=1.0)
+    parser.add_argument("--test-offset", type=int, default=0,
+                        help="added to the test runs' seeds: another test set, the same "
+                             "training and validation (a check of the spread)")
     parser.add_argument("--jobs", type=int, default=1, help="simulations run in parallel")
     parser.add_argument("--quick", action="store_true",
                         help="1 x 20 h training, 1 x 10 h normal, 4 disturbances x 5 h (a smoke "
@@ -88,6 +91,10 @@ def _plan(args) -> dict[str, list[dict]]:
         args.normal_runs, args.normal_hours = 1, 15.0
         args.fault_hours, args.onset_hours = 5.0, 1.0
         names = ["idv_01", "idv_04", "idv_06", "idv_15"]
+    off = int(getattr(args, "test_offset", 0))
+    if off not in range(0, 1000, 100):
+        raise ValueError(f"--test-offset must be a multiple of 100 in 0..900 (seeds apart "
+                         f"from the other runs'), got {off}")
     fault = dict(mode=1, hours=args.fault_hours, onset_hours=args.onset_hours,
                  on_shutdown="truncate")
     return {
@@ -96,9 +103,10 @@ def _plan(args) -> dict[str, list[dict]]:
         "val_normal": [dict(mode=1, hours=args.normal_hours, seed=4000 + i)
                        for i in range(args.normal_runs)],
         "val_fault": [dict(fault, seed=5000 + int(n[4:]), disturbance=n) for n in names],
-        "test_normal": [dict(mode=1, hours=args.normal_hours, seed=6000 + i)
+        "test_normal": [dict(mode=1, hours=args.normal_hours, seed=6000 + off + i)
                         for i in range(args.normal_runs)],
-        "test_fault_all": [dict(fault, seed=7000 + int(n[4:]), disturbance=n) for n in names],
+        "test_fault_all": [dict(fault, seed=7000 + off + int(n[4:]), disturbance=n)
+                           for n in names],
     }
 
 
@@ -254,7 +262,7 @@ def run_bench(args: argparse.Namespace, *, verbose: bool = True) -> dict:
         "dropped_constant_columns": constant, "wall_s": wall,
         "settings": {k: getattr(args, k) for k in ("train_runs", "train_hours", "normal_runs",
                                                    "normal_hours", "fault_hours",
-                                                   "onset_hours", "quick")}}
+                                                   "onset_hours", "test_offset", "quick")}}
     reliability.to_csv(out / "reliability.csv", index=False)
     makeup.to_csv(out / "makeup.csv", index=False)
     selection.to_csv(out / "selection.csv", index=False)

@@ -177,6 +177,7 @@ def filter_fault(log_lr: np.ndarray, prior: float, memory: float) -> np.ndarray:
 
 
 _FLOAT64 = nn.Linear(1, 1, dtype=torch.float64)
+_CHUNK = 2048  # rows per block of the band's draws
 
 
 class LaplaceFault:
@@ -224,14 +225,20 @@ class LaplaceFault:
                                    range(len(self.components)), strict=True):
             if n_k == 0:
                 continue
-            phi1 = np.concatenate([phi, np.ones((len(phi), 1))], axis=1)
-            zq = phi1 @ la.eigenvectors_
-            eps = rng.standard_normal((n_k,) + la.theta_.shape)
-            delta = np.einsum("nd,smd->snm", zq, np.sqrt(la._block_inverse_diag()) * eps)
+            # head k + delta: delta's rows are sqrt of the Kronecker blocks' spectrum times
+            # standard normals, in the eigenbasis of the Gram matrix (one draw per row of eps)
+            eps = np.sqrt(la._block_inverse_diag()) * rng.standard_normal(
+                (n_k,) + la.theta_.shape)
             s2 = la._noise_sigma() ** 2
-            r2 = (y - mu[None, :, :, k] - delta) ** 2 / s2
-            m = y.shape[1]
-            draws.append(0.5 * (1 - 1 / scale**2) * r2.sum(axis=2) - m * np.log(scale))
+            out = np.empty((n_k, len(y)))
+            for start in range(0, len(y), _CHUNK):  # (draws, rows, outputs) in bounded memory
+                rows = slice(start, start + _CHUNK)
+                phi1 = np.concatenate([phi[rows], np.ones((len(phi[rows]), 1))], axis=1)
+                delta = np.einsum("nd,smd->snm", phi1 @ la.eigenvectors_, eps)
+                r2 = (y[rows] - mu[rows, :, k] - delta) ** 2 / s2
+                out[:, rows] = 0.5 * (1 - 1 / scale**2) * r2.sum(axis=2) \
+                    - y.shape[1] * np.log(scale)
+            draws.append(out)
         return -log_normal, log_lr, (np.concatenate(draws) if draws
                                      else np.empty((0, len(y))))
 
