@@ -124,6 +124,8 @@ def _probabilities(monitor, runs, onset: int | None, settings: dict) -> list[pd.
         for name, kwargs in settings.items():
             fp = monitor.predict_fault_probability(r, **kwargs)
             frame[name] = 1.0 - fp["fault_probability"].to_numpy()
+            frame[name + ":band"] = (fp["fault_probability_upper"]
+                                     - fp["fault_probability_lower"]).to_numpy()
         keep = np.arange(len(r)) >= int(monitor.order)
         if onset is not None:
             keep &= np.arange(len(r)) >= onset
@@ -243,6 +245,8 @@ def run_bench(args: argparse.Namespace, *, verbose: bool = True) -> dict:
     ece = {split: {k: expected_calibration_error(frame[k], frame["normal"]) for k in settings}
            for split, frame in (("validation", val), ("test", test))}
     default = min(("laplace", "tail"), key=lambda k: ece["validation"][k])
+    band = {k: {"mean": float(test[k + ":band"].mean()),
+                "p90": float(test[k + ":band"].quantile(0.9))} for k in ("laplace", "tail")}
     tables = []
     for k in settings:
         t = reliability_table(test[k], test["normal"])
@@ -256,7 +260,8 @@ def run_bench(args: argparse.Namespace, *, verbose: bool = True) -> dict:
         "alpha_prior": alpha, "detected": detected, "validation_fdr_pct": fdr,
         "chosen_on_validation": chosen, "chosen_on_validation_matched_prior": matched,
         "default_method_by_validation_ece": default,
-        "ece": ece, "n_test": len(test), "n_test_normal": int(test["normal"].sum()),
+        "ece": ece, "band_width_test": band, "n_test": len(test),
+        "n_test_normal": int(test["normal"].sum()),
         "fit_cpu_s": fit_s, "laplace_fit_cpu_s": laplace_s,
         "laplace_share_of_fit": laplace_s / fit_s if fit_s else float("nan"),
         "dropped_constant_columns": constant, "wall_s": wall,
@@ -290,6 +295,9 @@ def format_report(summary: dict, reliability: pd.DataFrame, makeup: pd.DataFrame
              "", f"{'method':<18}{'ECE validation':>16}{'ECE test':>10}"]
     for k in ece["test"]:
         lines.append(f"{k:<18}{ece['validation'][k]:>16.4f}{ece['test'][k]:>10.4f}")
+    lines.append("credible band of P(fault), 90 %, test: " + "; ".join(
+        f"{k} mean width {v['mean']:.4f}, 90th percentile {v['p90']:.4f}"
+        for k, v in summary["band_width_test"].items()))
     lines += ["", f"Test set: {summary['n_test']} samples, {summary['n_test_normal']} normal",
               makeup.to_string(index=False), "", "Reliability (test): bins of P(normal)"]
     for method, part in reliability.groupby("method", sort=False):
