@@ -249,6 +249,15 @@ def run_bench(args: argparse.Namespace, *, verbose: bool = True) -> dict:
     ece = {split: {k: expected_calibration_error(frame[k], frame["normal"]) for k in settings}
            for split, frame in (("validation", val), ("test", test))}
     default = min(("laplace", "tail"), key=lambda k: ece["validation"][k])
+    # diversity (uncertainty spec §5): the predictive variance split on the test normal runs
+    split = dict.fromkeys(("laplace", "ensemble", "noise"), 0.0)
+    laplace_path = lf.LaplaceFault(monitor.laplace_, monitor)
+    for r in data["test_normal"]:
+        dist = laplace_path.predictive((r.to_numpy() - monitor.mean_) / monitor.scale_,
+                                       int(monitor.order))
+        for k, v in dist.variance_decomposition().items():
+            split[k] += float(v.sum())
+    split = {k: 100 * v / sum(split.values()) for k, v in split.items()}
     band = {k: {"mean": float(test[k + ":band"].mean()),
                 "p90": float(test[k + ":band"].quantile(0.9))} for k in ("laplace", "tail")}
     tables = []
@@ -264,7 +273,7 @@ def run_bench(args: argparse.Namespace, *, verbose: bool = True) -> dict:
         "alpha_prior": alpha, "detected": detected, "validation_fdr_pct": fdr,
         "chosen_on_validation": chosen, "chosen_on_validation_matched_prior": matched,
         "default_method_by_validation_ece": default,
-        "ece": ece, "band_width_test": band, "n_test": len(test),
+        "ece": ece, "band_width_test": band, "variance_split_pct": split, "n_test": len(test),
         "n_test_normal": int(test["normal"].sum()),
         "fit_cpu_s": fit_s, "laplace_fit_cpu_s": laplace_s,
         "laplace_share_of_fit": laplace_s / fit_s if fit_s else float("nan"),
@@ -300,6 +309,9 @@ def format_report(summary: dict, reliability: pd.DataFrame, makeup: pd.DataFrame
              "", f"{'method':<18}{'ECE validation':>16}{'ECE test':>10}"]
     for k in ece["test"]:
         lines.append(f"{k:<18}{ece['validation'][k]:>16.4f}{ece['test'][k]:>10.4f}")
+    lines.append("predictive variance on the test normal runs (whitened), % laplace / "
+                 "ensemble / noise: " + " / ".join(
+                     f"{v:.2f}" for v in summary["variance_split_pct"].values()))
     lines.append("credible band of P(fault), 90 %, test: " + "; ".join(
         f"{k} mean width {v['mean']:.4f}, 90th percentile {v['p90']:.4f}"
         for k, v in summary["band_width_test"].items()))
