@@ -115,6 +115,14 @@ def test_the_report_gives_mean_and_std_and_chooses_on_validation_only():
     assert "published" not in results_markdown(results, published=False).lower()
 
 
+def test_the_report_of_a_run_stopped_after_a_foundation():
+    results = _fake_results()
+    stopped = results[results["model"] == "mola-foundation"].assign(dataset="ETTh2")
+    text = results_markdown(pd.concat([results, stopped], ignore_index=True))
+    assert "ETTh2: only the MoLA foundation has finished" in text
+    assert "0.410 ± 0.014" in text  # ETTh1's tables are all there
+
+
 def test_cli_options_seeds_and_report(tmp_path, capsys):
     args = build_parser().parse_args(["bench", "forecast", "--options", "all", "--seeds", "3"])
     assert args.options == ["all"] and args.seeds == 3

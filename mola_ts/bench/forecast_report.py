@@ -205,6 +205,9 @@ def results_markdown(results: pd.DataFrame, durations: dict[str, float] | None =
     durations = durations or {}
     summary = summarize(results)
     for name, part in summary.groupby("dataset", sort=False):
+        if (part["model"] == "mola-foundation").all():  # a run stopped after the foundation
+            lines += [f"### {name}: only the MoLA foundation has finished", ""]
+            continue
         lines += _main_table(name, part, published)
         lines += _options_table(part)
         lines += _selection_lines(results, name)
