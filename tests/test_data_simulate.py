@@ -174,11 +174,34 @@ def test_a_read_only_data_home_warns_and_still_returns_the_run(tmp_path):
 def test_settling_time_of_a_step_and_of_a_steady_run():
     index = pd.date_range("2000-01-01", periods=600, freq="3min")
     level = np.r_[np.linspace(50.0, 100.0, 200), np.full(400, 100.0)]
-    run = pd.DataFrame({"x": level}, index=index)
-    hours = settling_time(run, ["x"], window_hours=1.0, tolerance=0.01, final_hours=5.0)
-    assert 9.0 < hours < 11.0  # the ramp reaches 99 % after ~196 rows, the window adds 1 h
+    run = pd.DataFrame({"x": level, "y": np.full(600, 7.0)}, index=index)
+    # within 1.0 (0.5 * scale 2) of 100: the ramp gets there after ~196 rows, the window adds 1 h
+    hours = settling_time(run, {"x": 2.0, "y": 1.0}, window_hours=1.0, tolerance=0.5,
+                          final_hours=5.0)
+    assert 9.0 < hours < 11.0
+    # a larger scale (drift judged in larger units) settles earlier; only "x" is checked here
+    assert settling_time(run, {"x": 20.0}, window_hours=1.0, tolerance=0.5,
+                         final_hours=5.0) < hours - 1.5
     steady = pd.DataFrame({"x": np.full(600, 3.0)}, index=index)
-    assert settling_time(steady, ["x"], window_hours=1.0, final_hours=5.0) == pytest.approx(0.95)
+    assert settling_time(steady, {"x": 1.0}, window_hours=1.0, final_hours=5.0) == \
+        pytest.approx(0.95)
+    drifting = pd.DataFrame({"x": np.linspace(0.0, 100.0, 600)}, index=index)
+    assert np.isnan(settling_time(drifting, {"x": 1.0}, window_hours=1.0, final_hours=5.0))
+
+
+def test_settling_time_refuses_missing_columns_and_bad_scales():
+    run = pd.DataFrame({"x": np.ones(600)},
+                       index=pd.date_range("2000-01-01", periods=600, freq="3min"))
+    with pytest.raises(ValueError, match="missing"):
+        settling_time(run, {"x": 1.0}, ["z"], final_hours=5.0)
+    with pytest.raises(ValueError, match="no column with a positive scale"):
+        settling_time(run, {"x": 0.0}, final_hours=5.0)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        settling_time(run, {"x": np.nan}, ["x"], final_hours=5.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        settling_time(run, {"x": 1.0}, tolerance=0.0, final_hours=5.0)
+    with pytest.raises(ValueError, match="at least"):
+        settling_time(run.iloc[:50], {"x": 1.0}, final_hours=5.0)
 
 
 def test_the_command_line_writes_a_csv(tmp_path, capsys):
