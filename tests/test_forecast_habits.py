@@ -85,6 +85,26 @@ def test_segments_that_never_improve_warn_and_roll_the_foundation_out():
     assert not np.allclose(forecast[4:], forecast[:4])
 
 
+def test_the_predictive_distribution_is_centred_on_the_roll_out():
+    y = _short_gdp_like()
+    model = MoLAForecaster(16, 8, segment_length=4, backbone_params=TINY, n_experts=2, rank=2,
+                           epochs=3, patience=1, lr=1e-12, foundation_epochs=20,
+                           foundation_lr=1e-2, uncertainty="laplace")
+    with pytest.warns(DegenerateSegmentsWarning):
+        model.fit(y)
+    assert model.rollout_segments_ == [0, 1] and model._own_heads()
+    forecast = model.predict().to_numpy()[:, 0]
+    first = model.foundation_.predict().to_numpy()[:, 0]
+    window = np.concatenate([y.to_numpy()[-16:], first[:, None]])[-16:]
+    second = model.foundation_.predict(
+        y_context=pd.DataFrame(window, columns=["realgdp"])).to_numpy()[:, 0]
+    np.testing.assert_allclose(forecast, np.concatenate([first, second]), rtol=1e-6)
+    dist = model.predict_distribution()
+    np.testing.assert_allclose(np.asarray(dist.mean)[:, 0], forecast, rtol=1e-9)
+    bands = model.predict_interval(0.9).to_numpy()
+    assert (bands[:, 0] < forecast).all() and (forecast < bands[:, 1]).all()
+
+
 def test_a_roll_out_worse_on_validation_keeps_the_adapters(monkeypatch):
     import mola_ts.forecast.segments as segments
 

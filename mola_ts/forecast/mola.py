@@ -22,7 +22,6 @@ per-segment early stopping are in :mod:`mola_ts.forecast.adapters`.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 from sklearn.base import clone
@@ -45,14 +44,7 @@ from .diversity import DiversityMixin
 from .fitting import freeze
 from .layers import LAYER_ROUTERS, check_layers, layer_config, layer_plan, search_segment_plan
 from .neural import DirectForecaster, NeuralForecaster
-from .segments import (
-    DegenerateSegmentsWarning,
-    degenerate_message,
-    mean_segment_history,
-    never_improved,
-    recursive_rollout,
-    segment_losses,
-)
+from .segments import RolloutMixin, mean_segment_history, never_improved
 
 __all__ = ["MoLAForecaster"]
 
@@ -60,7 +52,7 @@ ADAPTERS = ("mola", "lora")
 SEGMENT_ROUTERS = LAYER_ROUTERS
 
 
-class MoLAForecaster(DiversityMixin, NeuralForecaster):
+class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
     """MoLA forecaster: one frozen foundation, per-segment Mixture-of-LoRA adaptation.
 
     Parameters
@@ -431,34 +423,6 @@ class MoLAForecaster(DiversityMixin, NeuralForecaster):
         self.member_seconds_ = seconds
         self._set_timings()
         self._check_degenerate(sorted(stale), val_values)
-
-    def _check_degenerate(self, stale: list[int], val_values: np.ndarray | None) -> None:
-        """Warn about segments adaptation never improved; for each, the foundation rolled out
-        replaces the adapter where its validation loss is lower (not with covariates: the
-        roll-out would need future covariates)."""
-        self.rollout_segments_, self.rollout_val_loss_ = [], None
-        if stale and not self.n_covariates_ and val_values is not None:
-            adapted, self.rollout_val_loss_ = segment_losses(
-                lambda w: NeuralForecaster._forecast(self, w), self.foundation_._forecast,
-                self._to_scaled, val_values, self.lookback, self.segment_length,
-                self.n_segments_, stride=self.validation_stride)
-            self.rollout_segments_ = [k for k in stale
-                                      if self.rollout_val_loss_[k] <= adapted[k]]
-        if stale:
-            warnings.warn(degenerate_message(stale, self.n_segments_,
-                                             chosen=self.rollout_segments_,
-                                             covariates=bool(self.n_covariates_)),
-                          DegenerateSegmentsWarning, stacklevel=6)
-
-    def _forecast(self, windows: np.ndarray) -> np.ndarray:
-        out = super()._forecast(windows)
-        stale = getattr(self, "rollout_segments_", None)
-        if stale:
-            s = self.segment_length
-            rolled = recursive_rollout(self.foundation_._forecast, windows, max(stale) + 1)
-            for k in stale:
-                out[:, k * s:(k + 1) * s] = rolled[:, k * s:(k + 1) * s]
-        return out
 
     def _adapt(self, member: int, train_values: np.ndarray, val_values: np.ndarray | None):
         """Train ensemble member ``member``: one adapter on the frozen foundation."""

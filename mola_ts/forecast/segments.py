@@ -15,12 +15,16 @@ the roll-out would need future covariates, so only the warning is given.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["DegenerateSegmentsWarning", "never_improved", "mean_segment_history",
-           "recursive_rollout", "segment_losses", "degenerate_message"]
+from ..uncertainty import GaussianMixture
+
+__all__ = ["DegenerateSegmentsWarning", "RolloutMixin", "never_improved",
+           "mean_segment_history", "recursive_rollout", "segment_losses",
+           "degenerate_message"]
 
 
 class DegenerateSegmentsWarning(UserWarning):
@@ -119,3 +123,51 @@ def degenerate_message(segments: list[int], n_segments: int, *, chosen: list[int
         "series this means per-segment adaptation has too little data: give more rows or a "
         "larger validation set, raise patience, or use DirectForecaster"
     )
+
+
+class RolloutMixin:
+    """The segments adaptation never improved, in :class:`~mola_ts.forecast.MoLAForecaster`:
+    the warning, the choice between roll-out and adapter on the validation rows, and the
+    forecasts (point and distribution: the mixture is shifted so that its mean is the
+    roll-out, its spread kept)."""
+
+    def _check_degenerate(self, stale: list[int], val_values: np.ndarray | None) -> None:
+        self.rollout_segments_, self.rollout_val_loss_ = [], None
+        if stale and not self.n_covariates_ and val_values is not None:
+            adapted, self.rollout_val_loss_ = segment_losses(
+                lambda w: super(RolloutMixin, self)._forecast(w), self.foundation_._forecast,
+                self._to_scaled, val_values, self.lookback, self.segment_length,
+                self.n_segments_, stride=self.validation_stride)
+            self.rollout_segments_ = [k for k in stale
+                                      if self.rollout_val_loss_[k] <= adapted[k]]
+        if stale:
+            warnings.warn(degenerate_message(stale, self.n_segments_,
+                                             chosen=self.rollout_segments_,
+                                             covariates=bool(self.n_covariates_)),
+                          DegenerateSegmentsWarning, stacklevel=6)
+
+    def _rolled_out(self, out: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """``out`` (N, H, C) with the roll-out in the segments that use it."""
+        stale = getattr(self, "rollout_segments_", None)  # None: a file from before it
+        if not stale:
+            return out
+        s = self.segment_length
+        rolled = recursive_rollout(self.foundation_._forecast, windows, max(stale) + 1)
+        out = np.array(out, dtype=np.float64)
+        for k in stale:
+            out[:, k * s:(k + 1) * s] = rolled[:, k * s:(k + 1) * s]
+        return out
+
+    def _forecast(self, windows: np.ndarray) -> np.ndarray:
+        out = super()._forecast(windows)
+        # with heads of their own the forecast is the distribution's mean, rolled out there
+        return out if self._own_heads() else self._rolled_out(out, windows)
+
+    def _forecast_distribution(self, windows: np.ndarray) -> GaussianMixture:
+        dist = super()._forecast_distribution(windows)
+        mean = dist.mean
+        shift = self._rolled_out(mean, windows) - mean
+        if not shift.any():
+            return dist
+        return GaussianMixture(dist.means + shift[..., None], dist.variances, dist.weights,
+                               noise_variances=dist.noise_variances)
