@@ -126,6 +126,21 @@ def test_a_roll_out_worse_on_validation_keeps_the_adapters(monkeypatch):
     np.testing.assert_allclose(forecast[4:], first, rtol=1e-5)
 
 
+def test_some_segments_unimproved_is_a_stage_line_not_a_warning(monkeypatch, capsys):
+    import mola_ts.forecast.mola as mola_module
+
+    monkeypatch.setattr(mola_module, "never_improved", lambda best, start: [1])
+    monkeypatch.delenv("MOLA_TS_NO_PROGRESS", raising=False)
+    model = MoLAForecaster(16, 8, segment_length=4, backbone_params=TINY, n_experts=2, rank=2,
+                           epochs=2, patience=1, foundation_epochs=2, verbose=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateSegmentsWarning)
+        model.fit(_short_gdp_like())
+    assert model.unimproved_segments_ == [1]
+    assert "never improved segments [1] of 2" in capsys.readouterr().err
+    assert model.rollout_segments_ in ([], [1])  # whichever validated better
+
+
 def test_a_normal_fit_rolls_nothing_out(toy_frame):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateSegmentsWarning)

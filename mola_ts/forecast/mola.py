@@ -163,6 +163,9 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
         :class:`~mola_ts.forecast.DegenerateSegmentsWarning` says which) whose forecasts come
         from the foundation rolled out recursively, because its validation loss was lower than
         the adapter's. Usually empty.
+    unimproved_segments_ : list of int
+        Segments whose adaptation never beat their starting point on the validation rows
+        (a warning when that is every segment; a stage line otherwise).
     rollout_val_loss_ : ndarray of shape (n_segments,) or None
         The roll-out's validation loss per segment, where that comparison was made.
     seed_ : int

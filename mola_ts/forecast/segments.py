@@ -5,12 +5,13 @@ On a short series the per-segment adaptation can fail to beat its starting point
 validation rows for every segment: each stops at epoch 0, and the restored adapter is the
 foundation itself, which forecasts the first ``segment_length`` steps for *every* segment (the
 same values repeated along the horizon). :class:`~mola_ts.forecast.MoLAForecaster` then warns
-with :class:`DegenerateSegmentsWarning` and compares, on the validation windows, each such
-segment's adapter with the foundation rolled forward (:func:`recursive_rollout`: each forecast
-segment is appended to the window that forecasts the next); the one with the lower validation
-loss forecasts the segment (:func:`segment_losses`). On long series the adapter often wins: a
-segment that never improved is then one whose starting point was already good. With covariates
-the roll-out would need future covariates, so only the warning is given.
+with :class:`DegenerateSegmentsWarning`. On long series some segments often never improve
+(segment 0 starts as the foundation itself; a later one's start can be a good forecast): they
+are recorded and reported in a stage line, not warned about. For every such segment the
+adapter is compared, on the validation windows, with the foundation rolled forward
+(:func:`recursive_rollout`: each forecast segment is appended to the window that forecasts the
+next); the one with the lower validation loss forecasts the segment (:func:`segment_losses`).
+With covariates the roll-out would need future covariates, so the adapter stays.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..training import stage
 from ..uncertainty import GaussianMixture
 
 __all__ = ["DegenerateSegmentsWarning", "RolloutMixin", "never_improved",
@@ -132,6 +134,12 @@ class RolloutMixin:
     roll-out, its spread kept)."""
 
     def _check_degenerate(self, stale: list[int], val_values: np.ndarray | None) -> None:
+        """Warn when no segment improved (a degenerate fit: the symptom of a short series);
+        when some did, the others are recorded (``unimproved_segments_``) with a stage line:
+        segment 0 starts as the foundation itself, and a later segment's starting point can
+        be the better forecast on validation (on hourly data with a daily period, the first
+        segment repeated)."""
+        self.unimproved_segments_ = list(stale)
         self.rollout_segments_, self.rollout_val_loss_ = [], None
         if stale and not self.n_covariates_ and val_values is not None:
             adapted, self.rollout_val_loss_ = segment_losses(
@@ -140,11 +148,14 @@ class RolloutMixin:
                 self.n_segments_, stride=self.validation_stride)
             self.rollout_segments_ = [k for k in stale
                                       if self.rollout_val_loss_[k] <= adapted[k]]
-        if stale:
-            warnings.warn(degenerate_message(stale, self.n_segments_,
-                                             chosen=self.rollout_segments_,
-                                             covariates=bool(self.n_covariates_)),
-                          DegenerateSegmentsWarning, stacklevel=6)
+        if not stale:
+            return
+        message = degenerate_message(stale, self.n_segments_, chosen=self.rollout_segments_,
+                                     covariates=bool(self.n_covariates_))
+        if len(stale) == self.n_segments_:
+            warnings.warn(message, DegenerateSegmentsWarning, stacklevel=6)
+        else:
+            stage(message.split(". On a short series")[0], self.verbose)
 
     def _rolled_out(self, out: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """``out`` (N, H, C) with the roll-out in the segments that use it."""
