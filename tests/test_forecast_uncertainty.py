@@ -280,7 +280,7 @@ def test_a_file_with_the_old_frozen_head_posterior_loads_with_a_warning(mixture)
 def test_conformal_corrects_the_intervals_on_validation_and_adapts_through_update(data, tmp_path):
     train, val = data.iloc[:150], data.iloc[126:]
     raw = _mola(uncertainty="laplace", conformal=None).fit(train, y_val=val)
-    split = _mola(uncertainty="laplace").fit(train, y_val=val)
+    split = _mola(uncertainty="laplace", conformal="split").fit(train, y_val=val)
     assert raw.conformal_ is None and split.conformal_.pooling_ == "steps and variables"
     pd.testing.assert_frame_equal(raw.predict(), split.predict())
     assert not np.allclose(raw.predict_interval(0.9), split.predict_interval(0.9))
@@ -295,6 +295,16 @@ def test_conformal_corrects_the_intervals_on_validation_and_adapts_through_updat
     pd.testing.assert_frame_equal(MoLAForecaster.load(path).predict_interval(0.9), after)
     with pytest.raises(ValueError, match="continue the series"):
         adaptive.update(data.iloc[170:175])
+    # the default chooses split or adaptive on the validation windows alone and keeps why
+    auto = _mola(uncertainty="laplace").fit(train, y_val=val)
+    errors = auto.conformal_.selection_
+    assert auto.conformal == "auto" and set(errors) == {"split", "adaptive"}
+    assert auto.conformal_.method == ("adaptive" if errors["adaptive"] < errors["split"]
+                                      else "split")
+    chosen = _mola(uncertainty="laplace", conformal=auto.conformal_.method).fit(train, y_val=val)
+    pd.testing.assert_frame_equal(auto.predict_interval(0.8), chosen.predict_interval(0.8))
+    loaded = MoLAForecaster.load(auto.save(tmp_path / "auto.pt"))
+    assert loaded.conformal_.selection_ == errors
     with pytest.warns(UserWarning, match="no"):
         _mola(uncertainty="laplace").fit(train)  # no validation windows: the raw mixture
     with pytest.raises(ValueError, match="conformal must be one of"):

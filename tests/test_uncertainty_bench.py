@@ -23,9 +23,16 @@ def test_quick_run_through_the_cli_writes_every_method(tmp_path, capsys):
     results = pd.read_csv(tmp_path / "results.csv")
     assert list(results.columns[:len(COLUMNS)]) == COLUMNS
     assert list(results["method"]) == ["map", "ensemble", "laplace", "mixture",
-                                       "mixture+split", "mixture+adaptive"]
-    assert list(results["n_members"]) == [1, 2, 1, 2, 2, 2]
-    assert list(results["conformal"]) == ["none"] * 4 + ["split", "adaptive"]
+                                       "mixture+split", "mixture+adaptive", "mixture+auto"]
+    assert list(results["n_members"]) == [1, 2, 1, 2, 2, 2, 2]
+    assert list(results["conformal"]) == ["none"] * 4 + ["split", "adaptive", "auto"]
+    # the default row is one of the two corrections, the one with the lower validation error
+    auto = results.iloc[-1]
+    errors = {m: auto[f"auto_error_{m}"] for m in ("split", "adaptive")}
+    assert auto["conformal_chosen"] == ("adaptive" if errors["adaptive"] < errors["split"]
+                                        else "split")
+    same = results.set_index("method").loc[f"mixture+{auto['conformal_chosen']}"]
+    assert auto["coverage90"] == same["coverage90"] and auto["width90"] == same["width90"]
     assert (results["horizon"] == plan_for("ILI").horizon).all()
     assert results[COLUMNS[4:]].notna().all().all()
     assert results["coverage90"].between(0, 1).all() and (results["width90"] > 0).all()
@@ -39,8 +46,8 @@ def test_quick_run_through_the_cli_writes_every_method(tmp_path, capsys):
     assert (results.loc[results["method"].isin(["laplace", "mixture"]), "var_laplace"] > 0).all()
     printed = capsys.readouterr().out
     assert "mixture" in printed and "results.csv" in printed
-    assert "ILI (adapters): default intervals (split conformal)" in \
-        (tmp_path / "results.md").read_text()
+    assert f"ILI (adapters): default intervals (auto: {auto['conformal_chosen']} conformal)" \
+        in (tmp_path / "results.md").read_text()
     # the conformal rows move the intervals only; scores of the mixture itself are unchanged
     mix = results.set_index("method")
     assert mix.loc["mixture+split", "crps"] == mix.loc["mixture", "crps"]

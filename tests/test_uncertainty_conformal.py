@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mola_ts.uncertainty import GaussianMixture
-from mola_ts.uncertainty.conformal import ConformalCalibrator, conformity_scores
+from mola_ts.uncertainty.conformal import ConformalCalibrator, choose_method, conformity_scores
 
 
 def _gaussian(n, steps=4, variables=3, scale=1.0):
@@ -77,6 +77,44 @@ def test_adaptive_conformal_follows_a_drift_that_split_misses():
         adaptive.observe(conformity_scores(dist, y)[0])
     assert np.mean(hits_split) < 0.8
     assert abs(np.mean(hits_adaptive) - 0.9) < 0.02
+
+
+def test_walk_fixes_split_levels_and_replays_the_updates_of_adaptive():
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(size=(60, 3, 2))
+    split = ConformalCalibrator("split").fit(scores[:30])
+    walked = split.walk(scores[30:], (0.5, 0.9))
+    assert walked[0.9].shape == (30, 3) and np.all(walked[0.9] == split.levels(0.9))
+    adaptive = ConformalCalibrator("adaptive", gamma=0.05).fit(scores[:30])
+    by_hand = ConformalCalibrator("adaptive", gamma=0.05).fit(scores[:30])
+    walked = adaptive.walk(scores[30:], (0.9,))
+    for i in range(30):  # window i is forecast, then its next row realises step h of i - h
+        np.testing.assert_array_equal(walked[0.9][i], by_hand.levels(0.9))
+        rows = np.full((3, 2), np.nan)
+        for h in range(3):
+            if i - h >= 0:
+                rows[h] = scores[30 + i - h, h]
+        by_hand.observe(rows)
+    assert not np.allclose(walked[0.9][-1], walked[0.9][0])
+    with pytest.raises(ValueError, match="shape"):
+        split.walk(scores[:, :2])
+
+
+def test_choose_method_picks_adaptive_on_a_drift_and_is_near_nominal_on_exchangeable_data():
+    rng = np.random.default_rng(5)
+    model = _gaussian(800, 2, 3)
+    steady = conformity_scores(model, rng.normal(size=(800, 2, 3)))
+    chosen, errors = choose_method(steady)
+    assert set(errors) == {"split", "adaptive"} and errors["split"] < 0.02
+    assert errors[chosen] == min(errors.values())
+    # the noise grows through the held-out windows: split, calibrated on the calm first half,
+    # under-covers the second; adaptive follows
+    scale = np.linspace(1.0, 3.0, 800)[:, None, None]
+    drift = conformity_scores(model, scale * rng.normal(size=(800, 2, 3)))
+    chosen, errors = choose_method(drift)
+    assert chosen == "adaptive" and errors["split"] > 2 * errors["adaptive"]
+    with pytest.raises(ValueError, match="n_windows >= 4"):
+        choose_method(steady[:3])
 
 
 def test_bad_input_is_rejected():

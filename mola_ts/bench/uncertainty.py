@@ -14,10 +14,12 @@ what fitting each method alone gives (member ``k`` depends only on the seed and 
 Every member has its own heads (fitted post hoc on its features, :mod:`mola_ts.uncertainty.heads`,
 prior scale chosen on the validation MSE). ``--diversity`` fits one model per option
 (``adapters``, ``bootstrap``, ``foundations``: :mod:`mola_ts.forecast.diversity`), each scored
-with the four methods and two more rows: ``mixture+split`` (split conformal on the validation
-windows, the intervals a user gets by default) and ``mixture+adaptive`` (adaptive conformal
-inference, walking the test windows in time order as ``update`` does, each row's realised
-values updating the levels before the next forecast). Conformal rows change the intervals only
+with the four methods and three more rows: ``mixture+split`` (split conformal on the validation
+windows), ``mixture+adaptive`` (adaptive conformal inference, walking the test windows in time
+order as ``update`` does, each row's realised values updating the levels before the next
+forecast) and ``mixture+auto`` (the intervals a user gets by default: whichever of the two
+covers the second half of the validation windows closer to nominal when calibrated on the
+first half; ``conformal_chosen`` names it, ``auto_error_*`` hold the two validation errors). Conformal rows change the intervals only
 (coverage, width, Winkler); NLL, CRPS and MSE are the raw mixture's.
 
 Columns of ``DIR/results.csv``: dataset, horizon, method, n_members, nll, crps, coverage90,
@@ -43,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["add_arguments", "run", "run_benchmark", "UncertaintyPlan", "plan_for", "METHODS",
-           "score_windows", "window_scores", "adaptive_levels", "reliability_figure"]
+           "score_windows", "window_scores", "reliability_figure"]
 
 #: method -> (ensemble members: "one" or "all", predictive passed to sub_ensemble)
 METHODS: dict[str, tuple[str, str]] = {
@@ -162,23 +164,6 @@ def window_scores(model, frame: pd.DataFrame, *, chunk: int = 128,
     return np.concatenate(out)
 
 
-def adaptive_levels(calibrator, scores: np.ndarray) -> dict[float, np.ndarray]:
-    """Walk the test windows in time order as ``update`` would: window i is forecast with the
-    current levels, then row ``i + lookback`` arrives and realises step h of window ``i - h``.
-    Returns coverage -> levels of shape (n_windows, horizon)."""
-    n, horizon, _ = scores.shape
-    levels = {c: np.empty((n, horizon)) for c in COVERAGES}
-    steps = np.arange(horizon)
-    for i in range(n):
-        for c in COVERAGES:
-            levels[c][i] = calibrator.levels(c)
-        rows = np.full(scores.shape[1:], np.nan)
-        ok = i - steps >= 0
-        rows[ok] = scores[i - steps[ok], steps[ok]]
-        calibrator.observe(rows)
-    return levels
-
-
 def _print(*args, flush: bool = False) -> None:
     print(*args, flush=flush)
 
@@ -226,7 +211,7 @@ def run_benchmark(datasets, *, out: str | os.PathLike, quick: bool = False, n_en
     Rows already in ``results.csv`` (same dataset and diversity) are kept and not rerun.
     """
     from mola_ts.data import get_dataset_info, ltsf_split
-    from mola_ts.uncertainty.conformal import ConformalCalibrator
+    from mola_ts.uncertainty.conformal import ConformalCalibrator, choose_method
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,20 +247,23 @@ def run_benchmark(datasets, *, out: str | os.PathLike, quick: bool = False, n_en
                 _log_row(log, rows[-1])
             calib = window_scores(model, split.val)
             test_scores = window_scores(model, split.test, max_windows=limit)
-            for variant in ("split", "adaptive"):
-                cal = ConformalCalibrator(variant).fit(calib)
-                if variant == "split":
-                    def interval(dist, c, first, last, cal=cal):
-                        return cal.interval(dist, c)
-                else:
-                    levels = adaptive_levels(cal, test_scores)
+            chosen, errors = choose_method(calib, coverages=COVERAGES)
+            log(f"  conformal='auto' on validation: split error {errors['split']:.4f}, "
+                f"adaptive {errors['adaptive']:.4f} -> {chosen}", flush=True)
+            for variant in ("split", "adaptive", "auto"):
+                method = chosen if variant == "auto" else variant
+                cal = ConformalCalibrator(method).fit(calib)
+                levels = cal.walk(test_scores, COVERAGES)  # split: fixed; adaptive: learns
 
-                    def interval(dist, c, first, last, levels=levels):
-                        lv = levels[c][first:last, :, None]
-                        return dist.ppf((1 - lv) / 2), dist.ppf((1 + lv) / 2)
+                def interval(dist, c, first, last, levels=levels):
+                    lv = levels[c][first:last, :, None]
+                    return dist.ppf((1 - lv) / 2), dist.ppf((1 + lv) / 2)
                 scores = score_windows(model, split.test, max_windows=limit, interval=interval)
                 rows.append(_row(info, plan, model, model, f"mixture+{variant}", scores,
-                                 **{**extra, "conformal": variant, "pooling": cal.pooling_}))
+                                 **{**extra, "conformal": variant, "pooling": cal.pooling_,
+                                    "conformal_chosen": method,
+                                    "auto_error_split": errors["split"],
+                                    "auto_error_adaptive": errors["adaptive"]}))
                 _log_row(log, rows[-1])
             pd.DataFrame(rows).to_csv(path, index=False)  # resumable: a finished fit is kept
     results = pd.DataFrame(rows)
@@ -299,7 +287,8 @@ def reliability_figure(results: pd.DataFrame, path) -> None:
 
     first = results["diversity"].iloc[0]
     keep = results[(results["diversity"] == first)
-                   & results["method"].isin(["mixture", "mixture+split", "mixture+adaptive"])]
+                   & results["method"].isin(["mixture", "mixture+split", "mixture+adaptive",
+                                             "mixture+auto"])]
     reliability_chart(keep, [f"{100 * c:g}" for c in COVERAGES]).savefig(path, dpi=120)
 
 
@@ -322,11 +311,17 @@ def results_markdown(results: pd.DataFrame) -> str:
         if not {"mixture", "ensemble", "laplace"} <= set(by.index):
             continue
         mix = by.loc["mixture"]
-        default = by.loc["mixture+split"] if "mixture+split" in by.index else mix
+        default, label = mix, "the raw mixture"
+        for row, what in (("mixture+auto", "auto"), ("mixture+split", "split conformal")):
+            if row in by.index:
+                default, label = by.loc[row], what
+                if what == "auto":
+                    label = f"auto: {default.conformal_chosen} conformal"
+                break
         ens_train = by.loc["ensemble", "foundation_seconds"] + by.loc["ensemble",
                                                                       "adapter_seconds"]
         lines += [
-            f"{name} ({div}): default intervals (split conformal) cover "
+            f"{name} ({div}): default intervals ({label}) cover "
             f"{default.coverage90:.3f} at 90 % and {default.coverage50:.3f} at 50 % (goal "
             f"0.88-0.92 and 0.48-0.52; raw mixture {mix.coverage90:.3f} / "
             f"{mix.coverage50:.3f}); mixture CRPS {mix.crps:.4f} vs ensemble "

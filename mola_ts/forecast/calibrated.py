@@ -5,9 +5,14 @@ This module owns :class:`CalibratedMixin`, the part of
 central intervals on the validation windows after the fit, with
 :class:`~mola_ts.uncertainty.conformal.ConformalCalibrator`:
 
-- ``conformal="split"`` (default when there is a predictive distribution): split conformal on
-  the validation windows, per horizon step pooled over the variables (and over the steps too
-  when there are fewer than 100 validation windows; ``conformal_.pooling_`` says which);
+- ``conformal="auto"`` (default when there is a predictive distribution): "split" or
+  "adaptive", whichever covers the second half of the validation windows closer to nominal when
+  calibrated on the first half (:func:`~mola_ts.uncertainty.conformal.choose_method`), then
+  calibrated on all of them; ``conformal_.method`` is the choice, ``conformal_.selection_`` the
+  two coverage errors;
+- ``conformal="split"``: split conformal on the validation windows, per horizon step pooled
+  over the variables (and over the steps too when there are fewer than 100 validation windows;
+  ``conformal_.pooling_`` says which);
 - ``conformal="adaptive"``: the same start, then adaptive conformal inference learns from the
   realised values passed through ``update(y_new)``;
 - ``conformal=None``: the mixture's own intervals.
@@ -23,13 +28,13 @@ import warnings
 import numpy as np
 
 from ..data import sliding_windows
-from ..uncertainty.conformal import ConformalCalibrator, conformity_scores
+from ..uncertainty.conformal import ConformalCalibrator, choose_method, conformity_scores
 from .fitting import INFERENCE_BATCH
 
 __all__ = ["CalibratedMixin", "CONFORMAL"]
 
 #: values of the ``conformal`` parameter
-CONFORMAL = (None, "split", "adaptive")
+CONFORMAL = (None, "auto", "split", "adaptive")
 
 
 class CalibratedMixin:
@@ -66,7 +71,20 @@ class CalibratedMixin:
                 "(give y_val or a validation_fraction > 0): the intervals are the mixture's own",
                 UserWarning, stacklevel=4)
             return
-        self.conformal_ = ConformalCalibrator(method).fit(self._window_scores(val_values))
+        scores = self._window_scores(val_values)
+        selection = None
+        if method == "auto":
+            if len(scores) < 4:
+                warnings.warn(
+                    f"conformal='auto' chooses between split and adaptive on the validation "
+                    f"windows and there are {len(scores)} (at least 4 are needed): split conformal "
+                    "is used; give a longer y_val to choose", UserWarning, stacklevel=4)
+                method = "split"
+            else:
+                method, selection = choose_method(scores)
+        self.conformal_ = ConformalCalibrator(method).fit(scores)
+        if selection is not None:
+            self.conformal_.selection_ = selection
         # the adaptive method scores forecasts made before an update: keep their history
         tail = self._context_length() + self.horizon - 1
         self.conformal_history_ = np.array(train_values[-tail:], dtype=np.float64)

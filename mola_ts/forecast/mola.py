@@ -129,9 +129,11 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
         Windows the Laplace (curvature, evidence-tuned prior precision and noise) is fitted
         on: the training windows (the Laplace approximation of the training posterior) or the
         validation windows (noise of held-out data).
-    conformal : {"split", "adaptive", None}
-        Conformal correction of the intervals on the validation windows (default "split";
-        "adaptive" learns from ``update``); see :mod:`mola_ts.forecast.calibrated`.
+    conformal : {"auto", "split", "adaptive", None}
+        Conformal correction of the intervals on the validation windows: "auto" (default:
+        split or adaptive, whichever covers the second half of the validation windows better
+        when calibrated on the first), "split", "adaptive" (learns from ``update``) or None;
+        see :mod:`mola_ts.forecast.calibrated`.
 
     Attributes
     ----------
@@ -214,7 +216,7 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
                  n_ensemble: int = 1, diversity: str = "adapters",
                  uncertainty: str | None = None,
                  uncertainty_data: str = "train", calendar=None,
-                 conformal: str | None = "split",
+                 conformal: str | None = "auto",
                  device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon

@@ -258,10 +258,12 @@ class DirectForecaster(NeuralForecaster):
         as covariate tokens; they need no input at predict. The itransformer backbone only.
         Past covariates of your own go to ``fit(y, X=...)``: see
         :mod:`mola_ts.forecast.covariates`.
-    conformal : {"split", "adaptive", None}
+    conformal : {"auto", "split", "adaptive", None}
         Conformal correction of ``predict_interval`` / ``predict_quantiles`` on the validation
-        windows (with ``uncertainty`` set): "split" (default), "adaptive" (then learns from the
-        values given to ``update``), None (the mixture's own intervals). See
+        windows (with ``uncertainty`` set): "auto" (default: split or adaptive, whichever
+        covers the second half of the validation windows closer to nominal when calibrated on
+        the first half), "split", "adaptive" (then learns from the values given to
+        ``update``), None (the mixture's own intervals). See
         :mod:`mola_ts.forecast.calibrated`.
     device : str
         "cpu", "cuda" or "auto".
@@ -317,7 +319,7 @@ class DirectForecaster(NeuralForecaster):
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, uncertainty: str | None = None,
                  uncertainty_data: str = "train", calendar=None,
-                 conformal: str | None = "split",
+                 conformal: str | None = "auto",
                  device: str = "cpu", random_state=0, verbose: int = 0):
         self.lookback = lookback
         self.horizon = horizon

@@ -15,6 +15,11 @@ keeps the mixture's shape and only moves its level:
   the miscoverage ``alpha_t`` used for each tracked coverage and step follows the realised
   errors, ``alpha <- alpha + gamma (1 - c - err)``, fed through :meth:`ConformalCalibrator.observe`
   as the true values arrive; long-run coverage holds under any drift.
+- **choosing between them on held-out data** (:func:`choose_method`, the forecasters'
+  ``conformal="auto"``): calibrate both on the first half of the held-out windows (time order),
+  walk the second half as ``update`` would (:meth:`ConformalCalibrator.walk`), and keep the
+  method whose coverage there is closer to nominal (mean absolute error over the tracked
+  coverages; split on a tie). The choice never sees the data the intervals are used on.
 
 MAPIE (the scikit-learn-compatible conformal library) calibrates point regressors with
 residual scores (``mapie.regression``, its time-series ``TimeSeriesRegressor`` with EnbPI and
@@ -30,7 +35,8 @@ import numpy as np
 
 from mola_ts.uncertainty.distribution import GaussianMixture
 
-__all__ = ["ConformalCalibrator", "conformity_scores", "CONFORMAL_METHODS", "TRACKED"]
+__all__ = ["ConformalCalibrator", "conformity_scores", "choose_method", "CONFORMAL_METHODS",
+           "TRACKED"]
 
 CONFORMAL_METHODS = ("split", "adaptive")
 #: the coverages the adaptive method tracks from the start (others are added when asked for)
@@ -148,3 +154,55 @@ class ConformalCalibrator:
             err = np.where(np.isfinite(scores), err, np.nan)
             miss = np.nanmean(np.where(seen[:, None], err, 0.0), axis=1)
             alpha[seen] += self.gamma * ((1.0 - c) - miss[seen])
+
+    def walk(self, scores, coverages=TRACKED) -> dict[float, np.ndarray]:
+        """Forecast consecutive windows (one row apart, time order) as ``update`` would and
+        return coverage -> corrected levels, shape ``(n_windows, steps)``.
+
+        ``scores`` has shape ``(n_windows, steps, variables)``. Window ``i`` gets the current
+        levels; then the row after its context arrives, which realises step ``h`` of window
+        ``i - h``, and :meth:`observe` learns from it (split: the levels stay fixed). Mutates
+        the calibrator like the same updates would.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim != 3 or scores.shape[1] != self.n_steps_:
+            raise ValueError(f"scores must have shape (n_windows, {self.n_steps_}, variables), "
+                             f"got {scores.shape}")
+        n = scores.shape[0]
+        coverages = [float(c) for c in coverages]
+        levels = {c: np.empty((n, self.n_steps_)) for c in coverages}
+        steps = np.arange(self.n_steps_)
+        for i in range(n):
+            for c in coverages:
+                levels[c][i] = self.levels(c)
+            if self.method == "adaptive":
+                rows = np.full(scores.shape[1:], np.nan)
+                ok = i - steps >= 0
+                rows[ok] = scores[i - steps[ok], steps[ok]]
+                self.observe(rows)
+        return levels
+
+
+def choose_method(scores, *, coverages=TRACKED, min_windows: int = 100,
+                  gamma: float = 0.01) -> tuple[str, dict[str, float]]:
+    """Split or adaptive, chosen on held-out windows alone (module docstring).
+
+    ``scores`` (``(n_windows, steps, variables)``, consecutive windows in time order) is cut in
+    two halves; each method is calibrated on the first and walked over the second. Returns the
+    chosen method and each method's mean absolute coverage error on the second half.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 3 or scores.shape[0] < 4:
+        raise ValueError("choosing a conformal method needs scores of shape (n_windows >= 4, "
+                         f"steps, variables), got {scores.shape}")
+    half = scores.shape[0] // 2
+    held = scores[half:]
+    seen = np.isfinite(held)
+    errors = {}
+    for method in CONFORMAL_METHODS:
+        cal = ConformalCalibrator(method, min_windows=min_windows, gamma=gamma)
+        levels = cal.fit(scores[:half]).walk(held, coverages)
+        errors[method] = float(np.mean([
+            abs(float(np.mean((held <= levels[c][:, :, None])[seen])) - c) for c in levels]))
+    chosen = "adaptive" if errors["adaptive"] < errors["split"] else "split"
+    return chosen, errors
