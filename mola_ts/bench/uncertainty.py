@@ -19,8 +19,9 @@ windows), ``mixture+adaptive`` (adaptive conformal inference, walking the test w
 order as ``update`` does, each row's realised values updating the levels before the next
 forecast) and ``mixture+auto`` (the intervals a user gets by default: whichever of the two
 covers the second half of the validation windows closer to nominal when calibrated on the
-first half; ``conformal_chosen`` names it, ``auto_error_*`` hold the two validation errors). Conformal rows change the intervals only
-(coverage, width, Winkler); NLL, CRPS and MSE are the raw mixture's.
+first half; ``conformal_chosen`` names it, ``auto_error_*`` hold the two validation errors).
+Conformal rows change the intervals only (coverage, width, Winkler); NLL, CRPS and MSE are
+the raw mixture's.
 
 Columns of ``DIR/results.csv``: dataset, horizon, method, n_members, nll, crps, coverage90,
 width90, fit_seconds, then coverage50/80/95, winkler90 (interval score), pit_error, mse of the
