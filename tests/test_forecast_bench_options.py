@@ -111,6 +111,11 @@ def test_the_report_gives_mean_and_std_and_chooses_on_validation_only():
     text = results_markdown(results)
     assert "0.410 ± 0.014" in text and "iTransformer (published)" in text
     assert "Chosen on validation MSE alone: **mola**" in text
+    assert "MoLA lower by 0.050" in text and "below Direct by more than the seed noise" in text
+    worse = results.assign(mse=np.where(results["model"] == "direct", results["mse"] - 0.1,
+                                        results["mse"]))
+    assert "MoLA higher by 0.050" in results_markdown(worse)
+    assert "not below Direct by more than the seed noise" in results_markdown(worse)
     assert "| 48 |" not in text  # the foundation's horizon is no row of the main table
     assert "published" not in results_markdown(results, published=False).lower()
 

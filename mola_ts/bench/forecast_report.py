@@ -161,10 +161,11 @@ def _selection_lines(results: pd.DataFrame, name: str) -> list[str]:
         spread = max(ours.std(ddof=1) if len(ours) > 1 else np.nan,
                      direct.std(ddof=1) if len(direct) > 1 else np.nan)
         verdict = "" if np.isnan(spread) else (
-            f"; the larger seed std is {spread:.3f}, so the difference is "
-            f"{'larger' if gap > spread else 'not larger'} than the seed noise")
-        lines[-1] += (f"; direct {direct.mean():.3f} over {len(direct)} seed(s): MoLA lower by "
-                      f"{gap:.3f}{verdict}.")
+            f"; the larger seed std is {spread:.3f}, so MoLA is "
+            + ("below Direct by more than the seed noise" if gap > spread
+               else "not below Direct by more than the seed noise"))
+        lines[-1] += (f"; direct {direct.mean():.3f} over {len(direct)} seed(s): MoLA "
+                      f"{'lower' if gap >= 0 else 'higher'} by {abs(gap):.3f}{verdict}.")
     else:
         lines[-1] += "."
     return lines + [""]
