@@ -188,8 +188,15 @@ def reliability_chart(results: pd.DataFrame, levels: Sequence[str]) -> Figure:
         for _, row in part.iterrows():
             label = row["method"] if "diversity" not in row else \
                 f"{row['method']} ({row['diversity']})"
-            ax.plot(nominal, [row[f"coverage{p}"] for p in levels], marker="o", lw=1.2,
-                    label=label)
+            chosen = row.get("conformal_chosen")
+            if row["method"].endswith("+auto") and isinstance(chosen, str):
+                # drawn over the row it equals: dashed and hollow so that one stays visible
+                label += f" = {chosen}"
+                style = {"ls": "--", "marker": "s", "mfc": "none", "ms": 9}
+            else:
+                style = {"marker": "o"}
+            ax.plot(nominal, [row[f"coverage{p}"] for p in levels], lw=1.2, label=label,
+                    **style)
         ax.set_title(name)
         ax.set_xlabel("nominal coverage")
         ax.set_ylabel("observed coverage (test)")
