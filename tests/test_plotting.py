@@ -18,6 +18,7 @@ from mola_ts.plotting import (  # noqa: E402
     control_chart,
     forecast_chart,
     monitor_chart,
+    reliability_chart,
     routing_heatmap,
 )
 
@@ -493,3 +494,18 @@ def test_nn_does_not_import_plotting():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_reliability_chart_keeps_the_default_row_visible_over_the_row_it_equals(tmp_path):
+    rows = [{"dataset": "ILI", "diversity": "adapters", "method": m, "coverage50": c50,
+             "coverage90": c90, "conformal_chosen": chosen}
+            for m, c50, c90, chosen in (("mixture", 0.76, 0.94, np.nan),
+                                        ("mixture+adaptive", 0.50, 0.87, "adaptive"),
+                                        ("mixture+auto", 0.50, 0.87, "adaptive"))]
+    fig = reliability_chart(pd.DataFrame(rows), ["50", "90"])
+    assert_png(fig, tmp_path / "reliability.png")
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    auto = lines["mixture+auto (adapters) = adaptive"]
+    assert auto.get_linestyle() == "--" and auto.get_markerfacecolor() == "none"
+    assert lines["mixture (adapters)"].get_linestyle() == "-"
+    np.testing.assert_allclose(auto.get_ydata(), [0.50, 0.87])
