@@ -81,3 +81,21 @@ def test_worker_processes_give_the_rows_of_a_serial_run(tmp_path):
     pd.testing.assert_frame_equal(serial[keys], parallel[keys])
     with pytest.raises(ValueError, match="jobs must be an int >= 1"):
         run_benchmark(["ILI"], [24], ["naive"], out=tmp_path / "c", jobs=0)
+
+
+def test_rows_are_written_as_they_finish_and_put_in_task_order_at_the_end(tmp_path):
+    """Workers finish in any order; each row is on disk at once, the final order is the
+    tasks' (rows of earlier sittings first)."""
+    from mola_ts.bench.forecast import _Results
+
+    pd.DataFrame([{"dataset": "ILI", "horizon": 24, "model": "naive", "mse": 1.0,
+                   "seed": np.nan}]).to_csv(tmp_path / "results.csv", index=False)
+    results = _Results(tmp_path, log=lambda *a, **k: None)
+    for h, model in ((48, "mola"), (24, "direct"), (24, "mola")):  # completion order
+        results.add({"dataset": "ILI", "horizon": h, "model": model, "mse": 0.5, "seed": 7}, "")
+        assert len(pd.read_csv(tmp_path / "results.csv")) == len(results.rows)
+    results.put_in_order([("ILI", 24, "mola", 7), ("ILI", 24, "direct", 7),
+                          ("ILI", 48, "mola", 7)])
+    on_disk = pd.read_csv(tmp_path / "results.csv")
+    assert list(zip(on_disk["horizon"], on_disk["model"], strict=True)) == [
+        (24, "naive"), (24, "mola"), (24, "direct"), (48, "mola")]

@@ -284,6 +284,15 @@ class _Results:
         if is_main_process():
             self.frame().to_csv(self.path, index=False)
 
+    def put_in_order(self, keys: list[tuple]) -> None:
+        """Move the rows of ``keys`` (dataset, horizon, model, seed) to the end, in that order."""
+        rank = {key: i for i, key in enumerate(keys)}
+        moved = sorted((r for r in self.rows if self.key(r) in rank),
+                       key=lambda r: rank[self.key(r)])
+        self.rows = [r for r in self.rows if self.key(r) not in rank] + moved
+        if is_main_process():
+            self.frame().to_csv(self.path, index=False)
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
@@ -317,19 +326,22 @@ def _foundation(base: dict, split, plan: DatasetPlan, settings: BenchSettings, s
 def _run_tasks(tasks: list[dict], jobs: int, results: _Results) -> None:
     if jobs > 1 and len(tasks) > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawned workers, one torch thread each; the costliest tasks are submitted first
-        # (longest-processing-time order keeps the workers busy to the end); the rows are
-        # recorded in task order
+        # (longest-processing-time order keeps the workers busy to the end); each row is
+        # written as soon as its task finishes (a stopped run keeps every finished row), and
+        # at the end this run's rows are put in task order
         cost = {"direct": 1.0, "dlinear": 0.1, "classical": 0.05, "naive": 0.0, "last": 0.0}
         order = sorted(range(len(tasks)), key=lambda i: -cost.get(tasks[i]["model_name"], 1.0)
                        * tasks[i]["horizon"])
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures = {i: pool.submit(_fit_and_score, tasks[i]) for i in order}
-            for i in range(len(tasks)):
-                results.add(*futures[i].result())
+            futures = [pool.submit(_fit_and_score, tasks[i]) for i in order]
+            for future in as_completed(futures):
+                results.add(*future.result())
+        results.put_in_order([(t["dataset"], t["horizon"], t["model_name"], t["seed"])
+                              for t in tasks])
     else:
         for task in tasks:
             results.add(*_fit_and_score(task))
