@@ -102,8 +102,9 @@ def segment_losses(adapted: Callable[[np.ndarray], np.ndarray],
 
 
 def degenerate_message(segments: list[int], n_segments: int, *, chosen: list[int],
-                       covariates: bool = False) -> str:
-    """The warning's text: which segments, what was done for each, why and what to do."""
+                       covariates: bool = False, advice: bool = True) -> str:
+    """The warning's text: which segments, what was done for each, why and (``advice``) what
+    to do; without the advice it is the stage line of a fit where only some never improved."""
     what = "every segment" if len(segments) == n_segments else \
         f"segments {segments} of {n_segments}"
     kept = [k for k in segments if k not in chosen]
@@ -119,12 +120,13 @@ def degenerate_message(segments: list[int], n_segments: int, *, chosen: list[int
             parts.append(f"their adapters forecast {kept} (lower validation loss than the "
                          "roll-out; rollout_val_loss_ has the roll-out's)")
         then = " and ".join(parts)
-    return (
-        f"MoLA's adaptation never improved {what} over its starting point on the validation "
-        f"rows (their best validation loss is still the starting one); {then}. On a short "
-        "series this means per-segment adaptation has too little data: give more rows or a "
-        "larger validation set, raise patience, or use DirectForecaster"
-    )
+    message = (f"MoLA's adaptation never improved {what} over its starting point on the "
+               f"validation rows (their best validation loss is still the starting one); {then}")
+    if not advice:
+        return message
+    return (f"{message}. On a short series this means per-segment adaptation has too little "
+            "data: give more rows or a larger validation set, raise patience, or use "
+            "DirectForecaster")
 
 
 class RolloutMixin:
@@ -150,12 +152,13 @@ class RolloutMixin:
                                       if self.rollout_val_loss_[k] <= adapted[k]]
         if not stale:
             return
+        every = len(stale) == self.n_segments_
         message = degenerate_message(stale, self.n_segments_, chosen=self.rollout_segments_,
-                                     covariates=bool(self.n_covariates_))
-        if len(stale) == self.n_segments_:
+                                     covariates=bool(self.n_covariates_), advice=every)
+        if every:
             warnings.warn(message, DegenerateSegmentsWarning, stacklevel=6)
         else:
-            stage(message.split(". On a short series")[0], self.verbose)
+            stage(message, self.verbose)
 
     def _rolled_out(self, out: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """``out`` (N, H, C) with the roll-out in the segments that use it."""
