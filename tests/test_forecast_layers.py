@@ -200,3 +200,39 @@ def test_validation_stride_reads_every_nth_validation_window(series, foundation,
     assert len(sizes) == 2 and sizes[1] == -(-sizes[0] // 3)
     with pytest.raises(ValueError, match="validation_stride"):
         _model(foundation, None, validation_stride=0).fit(series)
+
+
+def test_foundation_dropout_false_keeps_the_frozen_network_at_inference(series, foundation,
+                                                                        monkeypatch):
+    """With foundation_dropout=False, train() reaches the adapters only: every dropout of the
+    frozen network stays off while the adapters train; the default trains like a plain loop."""
+    from mola_ts.forecast import adapters
+
+    modes = []
+    original = adapters.SegmentAdapter.forward
+
+    def spy(self, x, segments=None):
+        if self.training:
+            own = {id(m) for layer in lora_layers(self.network).values()
+                   for m in layer.modules()}
+            frozen = [m.training for m in self.network.modules()
+                      if isinstance(m, torch.nn.Dropout) and id(m) not in own]
+            modes.append((self.foundation_dropout, any(frozen)))
+        return original(self, x, segments)
+
+    monkeypatch.setattr(adapters.SegmentAdapter, "forward", spy)
+    sizes = {**TWO_BLOCKS, "dropout": 0.3}
+    base = MoLAForecaster(lookback=12, horizon=8, segment_length=4, backbone_params=sizes,
+                          n_experts=2, rank=2, epochs=1, foundation_epochs=1).fit(series)
+    off = _model(base.foundation_, {"dropout": 0.2}, foundation_dropout=False).fit(series)
+    assert {m for m in modes if m[0] is False} == {(False, False)}
+    modes.clear()
+    _model(base.foundation_, None).fit(series)
+    assert {m for m in modes if m[0] is True} == {(True, True)}
+    # the adapters still train, and their own dropout follows train()
+    lora = lora_layers(off.model_.network)
+    off.model_.train()
+    assert not off.model_.network.training and all(layer.training for layer in lora.values())
+    assert np.isfinite(np.asarray(off.predict())).all()
+    with pytest.raises(ValueError, match="foundation_dropout"):
+        _model(foundation, None, foundation_dropout="no").fit(series)

@@ -49,6 +49,8 @@ OPTIONS: dict[str, dict] = {
     "mosld": {"layers": {"shared_A": True, "dropconnect": 0.1}},
     "sample2": {"segments_per_step": 2},
     "fast": {"segments_per_step": 1, "validation_stride": 4},
+    "nodrop": {"foundation_dropout": False},
+    "fast-nodrop": {"segments_per_step": 1, "validation_stride": 4, "foundation_dropout": False},
 }
 """MoLA variants of ``--options``: the MoLAForecaster parameters of model ``mola-NAME``."""
 

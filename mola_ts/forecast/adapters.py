@@ -57,10 +57,13 @@ class SegmentAdapter(nn.Module):
     segments_per_step : int, optional
         Training draws this many of the active segments at random for every step (one
         stacked forward of that many copies instead of all K); None: every active segment.
+    foundation_dropout : bool
+        False: :meth:`train` leaves the frozen network in eval mode (no dropout in it), and
+        only the adapters' own dropout and DropConnect follow it. True (default): every
+        module follows ``train()``.
 
     Notes
     -----
-
     When the backbone exposes ``forward_prefix`` / ``forward_suffix`` and no adapted module
     lies in its ``PREFIX_MODULES`` (the iTransformer and patch backbones with the default
     feed-forward targets), the frozen prefix (normalisation, embedding, first attention block)
@@ -70,9 +73,11 @@ class SegmentAdapter(nn.Module):
 
     def __init__(self, foundation: nn.Module, n_segments: int, config: LoRAMoEConfig,
                  target_modules, *, adapter: str = "mola", router_features: int = 16,
-                 random_state: int | None = None, segments_per_step: int | None = None):
+                 random_state: int | None = None, segments_per_step: int | None = None,
+                 foundation_dropout: bool = True):
         super().__init__()
         self.n_segments = int(n_segments)
+        self.foundation_dropout = bool(foundation_dropout)
         self.segments_per_step = segments_per_step
         self.adapter = adapter
         self.network = copy.deepcopy(foundation)
@@ -101,6 +106,16 @@ class SegmentAdapter(nn.Module):
         self.register_buffer("active", torch.ones(self.n_segments, dtype=torch.bool),
                              persistent=False)
         self._frozen: list[tuple[torch.Tensor, int, int, int, torch.Tensor]] = []
+
+    def train(self, mode: bool = True) -> SegmentAdapter:
+        """Train mode; with ``foundation_dropout=False`` for the adapters only (the frozen
+        network stays as at inference: no dropout, no random draws)."""
+        super().train(mode)
+        if not self.foundation_dropout:
+            self.network.eval()
+            for layer in lora_layers(self.network).values():
+                layer.train(mode)
+        return self
 
     def training_segments(self) -> torch.Tensor:
         """The segments of the next training step: the active ones, or ``segments_per_step``

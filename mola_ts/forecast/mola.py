@@ -107,6 +107,12 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
     validation_stride : int
         Adaptation cost: the per-segment early stopping reads every n-th validation window
         (1, the default: every window, as in the paper).
+    foundation_dropout : bool
+        Whether the frozen foundation's own dropout stays on while the adapters train (True,
+        the default: ``train()`` reaches every module, as in a plain fine-tuning loop). False
+        runs the frozen network as at inference during adaptation (no dropout, no random
+        draws in it; about a quarter less CPU per epoch); the adapters' own dropout and
+        DropConnect still follow ``train()``.
     batch_size, lr_schedule, scale, validation_fraction, calendar, device, random_state, verbose :
         As in :class:`~mola_ts.forecast.DirectForecaster` (shared by both stages; covariates
         from ``fit(y, X=...)`` and ``calendar`` reach the foundation as covariate tokens).
@@ -210,7 +216,7 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
                  foundation_epochs: int = 5, foundation_patience: int | None = 2,
                  foundation_lr: float = 5e-4, epochs: int = 10, patience: int = 3,
                  lr: float = 1e-3, segments_per_step: int | None = None,
-                 validation_stride: int = 1,
+                 validation_stride: int = 1, foundation_dropout: bool = True,
                  batch_size: int = 32, lr_schedule: str | None = "halve",
                  scale: bool = True, validation_fraction: float | None = 0.1,
                  n_ensemble: int = 1, diversity: str = "adapters",
@@ -240,6 +246,7 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
         self.lr = lr
         self.segments_per_step = segments_per_step
         self.validation_stride = validation_stride
+        self.foundation_dropout = foundation_dropout
         self.batch_size = batch_size
         self.lr_schedule = lr_schedule
         self.scale = scale
@@ -283,6 +290,9 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
         if self.segments_per_step is not None:
             check_number(self.segments_per_step, "segments_per_step", min_val=1)
         check_number(self.validation_stride, "validation_stride", min_val=1)
+        if not isinstance(self.foundation_dropout, (bool, np.bool_)):
+            raise ValueError(f"foundation_dropout must be True or False, got "
+                             f"{self.foundation_dropout!r}")
         check_number(self.foundation_epochs, "foundation_epochs", min_val=1)
 
     def _min_fit_rows(self) -> int:
@@ -387,7 +397,8 @@ class MoLAForecaster(DiversityMixin, RolloutMixin, NeuralForecaster):
         return SegmentAdapter(network, self._n_segments(), self._layer_spec(network),
                               self._targets(network), adapter=self.adapter,
                               router_features=self._router_features, random_state=seed,
-                              segments_per_step=self.segments_per_step)
+                              segments_per_step=self.segments_per_step,
+                              foundation_dropout=bool(self.foundation_dropout))
 
     def _train_module(self, train_values: np.ndarray, val_values: np.ndarray | None) -> None:
         self.foundation_, self.foundation_seconds_ = self._get_foundation(train_values,
