@@ -446,3 +446,24 @@ def test_replay_sources_and_speeds():
         load_source("tep:x")
     with pytest.raises(FileNotFoundError, match="neither a file"):
         load_source("no/such/run.csv")
+
+
+def test_replay_source_sim_runs_the_simulator(tmp_path, monkeypatch):
+    """``sim:DISTURBANCE`` is a simulated run: the disturbance, its onset and the seed reach
+    the simulator; ``sim:normal`` has none."""
+    pytest.importorskip("tep_studio", reason="the sim extra (tep-studio) is installed with dev")
+    from mola_ts.data import TEP_COLUMNS
+    from mola_ts.serve.replay import load_source
+
+    monkeypatch.setenv("MOLA_TS_DATA", str(tmp_path))  # simulated runs are cached there
+    normal = load_source("sim:normal", hours=1.0, seed=2, data_home=tmp_path)
+    assert list(normal.columns) == list(TEP_COLUMNS) and len(normal) == 20
+    assert isinstance(normal.index, pd.DatetimeIndex)
+    again = load_source("sim:none", hours=1.0, seed=2, data_home=tmp_path)
+    pd.testing.assert_frame_equal(normal, again)
+    step = load_source("sim:idv_01", hours=1.0, onset=0.25, seed=2, data_home=tmp_path)
+    assert step.shape == normal.shape
+    pd.testing.assert_frame_equal(step.iloc[:5], normal.iloc[:5])  # before the onset
+    assert not np.allclose(step.iloc[-5:].to_numpy(), normal.iloc[-5:].to_numpy())
+    with pytest.raises(ValueError, match="idv_99"):
+        load_source("sim:idv_99", hours=1.0, data_home=tmp_path)
