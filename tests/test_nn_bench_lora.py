@@ -30,7 +30,10 @@ def test_naive_loop_matches_the_vectorised_delta(router):
 
 def test_bench_lora_writes_results_csv(tmp_path, capsys):
     """One row per implementation, scope and router, and peak memory columns that obey what
-    holds by construction (the CPU peak is counted from allocation events: deterministic)."""
+    holds by construction, within the CPU measurement's resolution: the peak is a running total
+    of the profiler's allocation events in time order, and whether one activation-sized buffer
+    (tokens x d floats, 0.0625 MB here) is freed just before or just after the next allocation
+    varies between runs (measured: the same step gives 0.25 or 0.31 MB)."""
     assert BENCHMARKS["lora"][0] == "mola_ts.bench.lora"
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
@@ -49,15 +52,20 @@ def test_bench_lora_writes_results_csv(tmp_path, capsys):
                == ("512", "32", "32", "4", "4") for r in rows)
     peak = {(r["impl"], r["router"]): float(r["peak_mb"]) for r in rows}
     assert all(value > 0 for value in peak.values())
+    tol = 512 * 32 * 4 / 2**20 + 0.01  # one activation buffer, plus the CSV's rounding
     for suffix in ("", "_delta"):
         # the plain LoRA has no router: the same allocations whatever the router column says
-        assert peak[f"plain_lora{suffix}", "topk"] == peak[f"plain_lora{suffix}", "ldmole"]
+        assert abs(peak[f"plain_lora{suffix}", "topk"]
+                   - peak[f"plain_lora{suffix}", "ldmole"]) <= tol
         for router in ("topk", "ldmole"):
             # the reference computes the plain LoRA's rank-R product plus a router and gates
-            assert peak[f"reference{suffix}", router] >= peak[f"plain_lora{suffix}", router]
+            assert peak[f"reference{suffix}", router] >= peak[f"plain_lora{suffix}", router] - tol
     for impl in impls:
         for router in ("topk", "ldmole"):  # the layer scope adds the base matmul to the delta
-            assert peak[impl, router] >= peak[f"{impl}_delta", router]
+            assert peak[impl, router] >= peak[f"{impl}_delta", router] - tol
+    # the naive loop over experts holds every expert's activations: clearly above the plain LoRA
+    assert all(peak[f"naive_loop{s}", r] > peak[f"plain_lora{s}", r] + tol
+               for s in ("", "_delta") for r in ("topk", "ldmole"))
     out = capsys.readouterr().out
     assert "vs plain" in out and "results.csv" in out
     table = [line.split() for line in out.splitlines() if line.split()[:1] and

@@ -17,7 +17,8 @@ Scope ``layer`` times the whole layer (frozen base matmul included, input gradie
 as inside a network); scope ``delta`` drops the base matmul and times the adapter branch alone
 (impl names get a ``_delta`` suffix). Peak memory is the peak of the bytes allocated during
 one forward+backward on top of what existed before (CUDA: ``max_memory_allocated``; CPU: the
-allocation events of the torch profiler).
+allocation events of the torch profiler, whose order can move a free and an allocation past
+each other: the CPU figure varies by about one activation buffer between runs).
 """
 
 from __future__ import annotations
