@@ -305,6 +305,9 @@ def test_conformal_corrects_the_intervals_on_validation_and_adapts_through_updat
     pd.testing.assert_frame_equal(auto.predict_interval(0.8), chosen.predict_interval(0.8))
     loaded = MoLAForecaster.load(auto.save(tmp_path / "auto.pt"))
     assert loaded.conformal_.selection_ == errors
+    with pytest.warns(UserWarning, match="at least 4 are needed"):
+        few = _mola(uncertainty="laplace").fit(train, y_val=data.iloc[126:160])  # 3 windows
+    assert few.conformal_.method == "split" and not hasattr(few.conformal_, "selection_")
     with pytest.warns(UserWarning, match="no"):
         _mola(uncertainty="laplace").fit(train)  # no validation windows: the raw mixture
     with pytest.raises(ValueError, match="conformal must be one of"):

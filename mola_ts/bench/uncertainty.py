@@ -312,13 +312,13 @@ def results_markdown(results: pd.DataFrame) -> str:
         if not {"mixture", "ensemble", "laplace"} <= set(by.index):
             continue
         mix = by.loc["mixture"]
-        default, label = mix, "the raw mixture"
-        for row, what in (("mixture+auto", "auto"), ("mixture+split", "split conformal")):
-            if row in by.index:
-                default, label = by.loc[row], what
-                if what == "auto":
-                    label = f"auto: {default.conformal_chosen} conformal"
-                break
+        if "mixture+auto" in by.index:  # the default; older results: split, or none
+            default = by.loc["mixture+auto"]
+            label = f"auto: {default.conformal_chosen} conformal"
+        elif "mixture+split" in by.index:
+            default, label = by.loc["mixture+split"], "split conformal"
+        else:
+            default, label = mix, "the raw mixture"
         ens_train = by.loc["ensemble", "foundation_seconds"] + by.loc["ensemble",
                                                                       "adapter_seconds"]
         lines += [
